@@ -1,0 +1,1 @@
+"""Rollback consumers: approval gate, executors per deploy target, verification."""

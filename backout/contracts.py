@@ -1,0 +1,181 @@
+"""The message contracts of DESIGN.md, defined once.
+
+Every record has a ``type`` discriminator and ``ts`` (float unix seconds, event
+time). The same JSON encoding (:func:`encode` / :func:`decode`) is used for Kafka
+values, JSON Lines files and HTTP bodies. Unknown extra fields are kept.
+
+>>> m = decode(b'{"type":"metric","ts":1.5,"service":"checkout","metric":"error_rate","value":0.01}')
+>>> (m.service, m.value, m.count)
+('checkout', 0.01, None)
+>>> decode(encode(m)) == m
+True
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from backout.errors import ContractError
+
+Severity = Literal["info", "warning", "critical"]
+DeployStatus = Literal["started", "finished", "failed", "rolled_back"]
+Action = Literal["rollback", "request_approval", "escalate"]
+VerificationStatus = Literal["executing", "executed", "verified", "not_recovered", "failed"]
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class Record(BaseModel):
+    """Fields every record carries."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, frozen=True)
+
+    ts: float = Field(gt=0, description="event time, unix seconds")
+
+
+class Metric(Record):
+    type: Literal["metric"] = "metric"
+    service: NonEmpty
+    metric: NonEmpty
+    value: float
+    count: float | None = Field(default=None, ge=0, description="observations behind the value")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Target(BaseModel):
+    """Where a deploy runs; ``kind`` picks the executor, the rest is the executor's."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: NonEmpty
+
+
+class Deploy(Record):
+    type: Literal["deploy"] = "deploy"
+    service: NonEmpty
+    deploy_id: NonEmpty
+    version: NonEmpty
+    previous_version: str | None = None
+    status: DeployStatus = "finished"
+    target: Target | None = None
+
+
+class Anomaly(Record):
+    type: Literal["anomaly"] = "anomaly"
+    service: NonEmpty
+    metric: NonEmpty
+    detector: NonEmpty
+    onset_ts: float
+    detected_ts: float
+    baseline: float
+    current: float
+    ratio: float
+    score: float
+
+
+class Decision(Record):
+    type: Literal["decision"] = "decision"
+    incident_id: NonEmpty
+    service: NonEmpty
+    deploy_id: str | None = None
+    action: Action
+    from_version: str | None = None
+    to_version: str | None = None
+    confidence: float = Field(ge=0, le=1)
+    reason: NonEmpty
+    evidence: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Approval(Record):
+    type: Literal["approval"] = "approval"
+    incident_id: NonEmpty
+    approved: bool
+    by: NonEmpty
+
+
+class Verification(Record):
+    type: Literal["verification"] = "verification"
+    incident_id: NonEmpty
+    status: VerificationStatus
+    detail: str = ""
+    before: dict[str, float] = Field(default_factory=dict)
+    after: dict[str, float] = Field(default_factory=dict)
+
+
+class Alert(Record):
+    type: Literal["alert"] = "alert"
+    incident_id: str | None = None
+    severity: Severity
+    text: NonEmpty
+    links: list[str] = Field(default_factory=list)
+
+
+class Watermark(Record):
+    """Internal: stream ``partition`` of the metrics topic has reached event time ``ts``.
+
+    ``services`` is how many services that partition has seen, so that the
+    decider knows how many services exist when it asks "did every service shift?".
+    """
+
+    type: Literal["watermark"] = "watermark"
+    partition: int = Field(ge=0)
+    services: int = Field(default=0, ge=0)
+
+
+AnyRecord = Annotated[
+    Metric | Deploy | Anomaly | Decision | Approval | Verification | Alert | Watermark,
+    Field(discriminator="type"),
+]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyRecord)
+RECORD_TYPES = ("metric", "deploy", "anomaly", "decision", "approval", "verification", "alert", "watermark")
+
+
+def encode(record: Record) -> bytes:
+    """The one JSON encoding of a record (UTF-8, compact, fields in contract order)."""
+    return record.model_dump_json().encode()
+
+
+def decode(raw: bytes | str, expect: type[Record] | None = None) -> Any:
+    """Parse and validate one record; raise :class:`ContractError` naming field, value and expectation."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ContractError(f"expected a JSON object, got {type(data).__name__}")
+    kind = data.get("type")
+    if kind not in RECORD_TYPES:
+        raise ContractError(f"field 'type': got {kind!r}, expected one of {', '.join(RECORD_TYPES)}")
+    try:
+        record = _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise ContractError(_describe(kind, exc)) from None
+    if expect is not None and not isinstance(record, expect):
+        wanted = expect.model_fields["type"].default
+        raise ContractError(f"field 'type': got {kind!r}, expected {wanted!r} on this topic")
+    return record
+
+
+def _describe(kind: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        if loc and loc[0] == kind:  # the discriminator's own level
+            loc = loc[1:]
+        field = ".".join(loc) or "<record>"
+        got = "missing" if err["type"] == "missing" else f"got {err['input']!r}"
+        parts.append(f"field '{field}': {got}, expected {_expected(err)}")
+    return f"invalid {kind} record: " + "; ".join(parts)
+
+
+def _expected(err: Any) -> str:
+    msg: str = err["msg"]
+    if err["type"] == "missing":
+        return "a value (required)"
+    for prefix in ("Input should be ", "Value should be ", "Input should have "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg[0].lower() + msg[1:]

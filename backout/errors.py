@@ -1,0 +1,46 @@
+"""Backout's exceptions.
+
+    BackoutError                 root: every error the product raises on purpose
+    ├── ContractError            a record does not match its contract (DESIGN.md)
+    ├── ConfigError              a configuration file or setting is invalid
+    ├── SampleRejected           a valid sample the detectors cannot use
+    │   ├── DuplicateSample      same (service, metric, ts) seen already
+    │   └── OutOfOrderSample     older than the newest sample of its stream
+    ├── BrokerError              the Kafka broker cannot be started or reached
+    └── NotBuiltYet              a CLI command whose feature has not landed
+
+The CLI prints ``str(error)`` as one red line and exits 1; messages say what
+was expected and, where there is one, the fix.
+"""
+
+
+class BackoutError(Exception):
+    """Root of every error Backout raises on purpose."""
+
+
+class ContractError(BackoutError):
+    """A record does not match its message contract."""
+
+
+class ConfigError(BackoutError):
+    """A configuration file or setting is invalid."""
+
+
+class SampleRejected(BackoutError):
+    """A well-formed sample that the detectors refuse; it goes to the dead letter topic."""
+
+
+class DuplicateSample(SampleRejected):
+    """A sample whose (service, metric, ts) was already seen."""
+
+
+class OutOfOrderSample(SampleRejected):
+    """A sample older than the newest one of its stream."""
+
+
+class BrokerError(BackoutError):
+    """The Kafka broker cannot be started or reached."""
+
+
+class NotBuiltYet(BackoutError):
+    """A command whose feature has not landed yet."""

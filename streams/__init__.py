@@ -1,0 +1,1 @@
+"""The Kafka side of Backout: topics, the Faust worker, bridges, replay and backtest."""

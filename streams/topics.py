@@ -1,0 +1,33 @@
+"""Topic names (the only place they are spelled) and their provisioning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+METRICS = "backout.metrics"
+DEPLOYS = "backout.deploys"
+ANOMALIES = "backout.anomalies"
+ACTIONS = "backout.actions"
+APPROVALS = "backout.approvals"
+VERIFICATIONS = "backout.verifications"
+ALERTS = "backout.alerts"
+DEADLETTER = "backout.deadletter"
+
+ALL = (METRICS, DEPLOYS, ANOMALIES, ACTIONS, APPROVALS, VERIFICATIONS, ALERTS, DEADLETTER)
+
+# Internal: anomalies, deploys and watermarks in one ordered stream for the decider.
+DECIDER = "backout.internal.decider"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    retention_ms: int
+
+
+def specs(partitions: int = 8, retention_hours: float = 168.0) -> list[TopicSpec]:
+    """Every public topic, plus the single-partition internal decider topic."""
+    retention_ms = int(retention_hours * 3600 * 1000)
+    public = [TopicSpec(name, partitions, retention_ms) for name in ALL]
+    return public + [TopicSpec(DECIDER, 1, retention_ms)]
