@@ -1,0 +1,42 @@
+"""Topic provisioning on whatever broker ``KAFKA_BOOTSTRAP_SERVERS`` names."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from backout.errors import BrokerError
+from backout.settings import KafkaSettings
+from streams.topics import TopicSpec
+
+
+def existing_topics(admin: AdminClient, timeout_s: float = 10.0) -> dict[str, int]:
+    """Topic name -> partition count, as the broker reports them."""
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot reach the broker: {exc.args[0].str()}; is KAFKA_BOOTSTRAP_SERVERS right?") from None
+    return {name: len(meta.partitions) for name, meta in metadata.topics.items()}
+
+
+def create_topics(settings: KafkaSettings, topics: list[TopicSpec], timeout_s: float = 15.0) -> dict[str, str]:
+    """Create the topics that are missing, safe to run again; name -> "created" or "exists (N partitions)"."""
+    admin = AdminClient(settings.confluent())
+    present = existing_topics(admin, timeout_s)
+    report = {t.name: f"exists ({present[t.name]} partitions)" for t in topics if t.name in present}
+    wanted = [t for t in topics if t.name not in present]
+    if not wanted:
+        return report
+    futures = admin.create_topics(
+        [NewTopic(t.name, num_partitions=t.partitions, replication_factor=-1,
+                  config={"retention.ms": str(t.retention_ms)}) for t in wanted],
+        operation_timeout=timeout_s)
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+            report[name] = "created"
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):  # else a concurrent provisioner won the race
+                raise BrokerError(f"cannot create topic {name}: {exc}") from None
+            report[name] = "exists"
+    return report
