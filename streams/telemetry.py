@@ -1,0 +1,111 @@
+"""The worker's own health: Prometheus counters, consumer lag, and what it already decided."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+
+from backout.contracts import Anomaly, Decision
+from backout.settings import KafkaSettings
+from streams import topics
+
+
+class Telemetry:
+    """Counters for ``/metrics``; lag and rate are computed when scraped."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.registry = CollectorRegistry()
+        self.records = Counter("backout_records_consumed", "Records consumed", ["topic"], registry=self.registry)
+        self.anomalies = Counter("backout_anomalies", "Anomalies published", ["metric"], registry=self.registry)
+        self.decisions = Counter("backout_decisions", "Decisions published", ["action"], registry=self.registry)
+        self.dead_letters = Counter("backout_dead_letters", "Records sent to the dead letter topic", ["topic"],
+                                    registry=self.registry)
+        self.samples_per_s = Gauge("backout_samples_per_second", "Metric samples consumed per second since "
+                                   "the previous scrape", registry=self.registry)
+        self.lag = Gauge("backout_consumer_lag", "Records behind the partition's high watermark",
+                         ["topic", "partition"], registry=self.registry)
+        self._positions: dict[tuple[str, int], int] = {}
+        self._samples = 0
+        self._last_scrape = (time.monotonic(), 0)
+
+    def consumed(self, message: Any) -> None:
+        self.records.labels(message.topic).inc()
+        self._positions[(message.topic, message.partition)] = message.offset + 1
+        if message.topic == topics.METRICS:
+            self._samples += 1
+
+    def anomaly(self, anomaly: Anomaly) -> None:
+        self.anomalies.labels(anomaly.metric).inc()
+
+    def decision(self, decision: Decision) -> None:
+        self.decisions.labels(decision.action).inc()
+
+    def dead_letter(self, topic: str, reason: str) -> None:
+        self.dead_letters.labels(topic).inc()
+
+    def exposition(self) -> tuple[bytes, str]:
+        now = time.monotonic()
+        then, samples = self._last_scrape
+        if now > then:
+            self.samples_per_s.set((self._samples - samples) / (now - then))
+        self._last_scrape = (now, self._samples)
+        for (topic, partition), position in self._positions.items():
+            highwater = self._highwater(topic, partition)
+            if highwater is not None:
+                self.lag.labels(topic, str(partition)).set(max(0, highwater - position))
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def _highwater(self, topic: str, partition: int) -> int | None:
+        from faust.types import TP
+
+        try:
+            value = self.app.consumer.highwater(TP(topic, partition))
+        except Exception:  # consumer not started or partition not assigned any more
+            return None
+        return int(value) if value is not None else None
+
+
+async def published_incidents(kafka: KafkaSettings, timeout_s: float = 20.0) -> set[str]:
+    """Incident ids already on ``backout.actions``: a restarted decider never publishes them twice."""
+    return await asyncio.to_thread(_read_incidents, kafka, timeout_s)
+
+
+def _read_incidents(kafka: KafkaSettings, timeout_s: float) -> set[str]:
+    cons = Consumer(kafka.confluent(**{"group.id": "backout-incident-scan", "enable.auto.commit": False}))
+    try:
+        meta = cons.list_topics(topics.ACTIONS, timeout=timeout_s).topics.get(topics.ACTIONS)
+        if meta is None or meta.error is not None:
+            return set()
+        ends = {}
+        for p in meta.partitions:
+            low, high = cons.get_watermark_offsets(TopicPartition(topics.ACTIONS, p), timeout=timeout_s)
+            if high > low:
+                ends[p] = high
+        cons.assign([TopicPartition(topics.ACTIONS, p, 0) for p in ends])
+        seen: set[str] = set()
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            msg = cons.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            try:
+                seen.add(json.loads(msg.value())["incident_id"])
+            except (ValueError, KeyError, TypeError):
+                pass  # not a decision; the actions topic may carry other tools' records
+            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                ends.pop(msg.partition(), None)
+        return seen
+    finally:
+        cons.close()

@@ -1,0 +1,197 @@
+"""``backout worker``: the Faust app that runs the core on the live topics.
+
+Two stages, the same parts as the backtest (:class:`detectors.engine.Engine`):
+
+* ``monitor`` — metric samples (partitioned by service) through one
+  :class:`~detectors.monitor.MetricMonitor` per (service, metric), whose state
+  lives in the changelog-backed ``monitors`` table. Anomalies go to
+  ``backout.anomalies``; anomalies and event-time watermarks also go to the
+  single-partition internal decider topic.
+* ``forward_deploys`` — deploy records, validated, onto the decider topic.
+* ``decide`` — the :class:`~detectors.decider.Decider` on that one ordered
+  stream; its state lives in the ``decider`` table. Decisions go to
+  ``backout.actions``, human messages to ``backout.alerts``.
+
+Agents only decode, call the core and send. Anything that fails validation or
+that the core refuses goes to ``backout.deadletter`` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+import faust
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backout.contracts import Deploy, Metric, Record, decode, encode
+from backout.errors import BackoutError, ContractError, SampleRejected
+from backout.settings import KafkaSettings
+from detectors.config import BackoutConfig, load_config
+from detectors.decider import Decider
+from detectors.monitor import MetricMonitor
+from detectors.watermark import PartitionClock
+from streams import topics
+from streams.deadletter import envelope
+from streams.telemetry import Telemetry, published_incidents
+
+log = logging.getLogger("backout.worker")
+DECIDER_KEY = "decider"
+
+
+class WorkerSettings(BaseSettings):
+    """Worker settings from ``BACKOUT_*`` environment variables (CLI options override)."""
+
+    model_config = SettingsConfigDict(env_prefix="BACKOUT_", frozen=True, extra="ignore")
+
+    app_id: str = "backout"
+    partitions: int = 8
+    store: str = "rocksdb://"
+    data_dir: str = ".backout/worker"
+    web_port: int = 6066
+    config: str | None = None
+
+
+def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutConfig) -> faust.App:
+    """Build the Faust app, its topics, tables, agents and web pages."""
+    app = faust.App(
+        settings.app_id, **kafka.faust(), store=settings.store, datadir=settings.data_dir,
+        topic_partitions=settings.partitions, web_port=settings.web_port, web_host="127.0.0.1",
+        web_in_thread=False, consumer_auto_offset_reset="earliest", broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0, table_cleanup_interval=3600.0, producer_linger=0.005,
+    )
+
+    def raw_topic(name: str, partitions: int) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw", partitions=partitions)
+
+    metrics_topic = raw_topic(topics.METRICS, settings.partitions)
+    deploys_topic = raw_topic(topics.DEPLOYS, settings.partitions)
+    decider_topic = raw_topic(topics.DECIDER, 1)
+    outputs = {name: raw_topic(name, settings.partitions)
+               for name in (topics.ANOMALIES, topics.ACTIONS, topics.ALERTS, topics.DEADLETTER)}
+    monitors = app.Table("monitors", default=None, key_type=str, value_type=None,
+                         partitions=settings.partitions, value_serializer="json", key_serializer="raw")
+    decider_table = app.Table("decider", default=None, key_type=str, value_type=None, partitions=1,
+                              value_serializer="json", key_serializer="raw")
+    telemetry = Telemetry(app)
+    clocks: dict[int, PartitionClock] = {}
+    published: set[str] | None = None
+
+    async def send(record: Record, topic: str, wait: bool = False) -> None:
+        key = getattr(record, "service", None)
+        fut = await outputs.get(topic, decider_topic).send(
+            key=key.encode() if key else None, value=encode(record))
+        if wait:  # an anomaly must be on the broker before the state that says "already alarmed"
+            await fut
+
+    async def dead_letter(event: faust.EventT, reason: str) -> None:
+        msg = event.message
+        telemetry.dead_letter(msg.topic, reason)
+        await outputs[topics.DEADLETTER].send(
+            key=msg.key, value=envelope(msg.value, reason, msg.topic, msg.partition, msg.offset, msg.timestamp))
+
+    @app.agent(metrics_topic)
+    async def monitor(stream: Any) -> None:
+        async for event in stream.events():
+            telemetry.consumed(event.message)
+            try:
+                sample = decode(event.value, expect=Metric)
+                spec = config.spec_for(sample.metric)
+                if spec is None:
+                    raise SampleRejected(f"unknown metric {sample.metric!r}: not in the configuration")
+                key = f"{sample.service}\x1f{sample.metric}"
+                state = monitors[key]
+                detector = (MetricMonitor(sample.service, sample.metric, spec) if state is None
+                            else MetricMonitor.from_state(state, spec))
+                anomaly = detector.update(sample)
+            except (ContractError, SampleRejected) as exc:
+                await dead_letter(event, str(exc))
+                continue
+            if anomaly is not None:
+                telemetry.anomaly(anomaly)
+                await send(anomaly, topics.ANOMALIES)
+                await send(anomaly, topics.DECIDER, wait=True)
+            monitors[key] = detector.to_state()
+            partition = event.message.partition
+            clock = clocks.setdefault(partition, PartitionClock(partition, config.watermark_interval_s))
+            mark = clock.observe(sample.ts, sample.service)
+            if mark is not None:
+                await send(mark, topics.DECIDER)
+
+    @app.agent(deploys_topic)
+    async def forward_deploys(stream: Any) -> None:
+        async for event in stream.events():
+            telemetry.consumed(event.message)
+            try:
+                deploy = decode(event.value, expect=Deploy)
+            except ContractError as exc:
+                await dead_letter(event, str(exc))
+                continue
+            await send(deploy, topics.DECIDER)
+
+    @app.agent(decider_topic)
+    async def decide(stream: Any) -> None:
+        nonlocal published
+        async for event in stream.events():
+            telemetry.consumed(event.message)
+            if published is None:  # the actions topic is the record of what was already decided
+                published = await published_incidents(kafka)
+            try:
+                record = decode(event.value)
+                state = decider_table[DECIDER_KEY]
+                decider = Decider(config) if state is None else Decider.from_state(state, config)
+                outputs_ = decider.handle(record)
+            except (ContractError, BackoutError) as exc:
+                await dead_letter(event, str(exc))
+                continue
+            for out in outputs_:
+                if out.type == "decision":
+                    if out.incident_id in published:
+                        continue
+                    published.add(out.incident_id)
+                    telemetry.decision(out)
+                    await send(out, topics.ACTIONS, wait=True)
+                elif out.type == "alert":
+                    await send(out, topics.ALERTS)
+            decider_table[DECIDER_KEY] = decider.to_state()
+
+    @app.page("/metrics")
+    async def prometheus_metrics(web: Any, request: Any) -> Any:
+        body, content_type = telemetry.exposition()
+        return web.bytes(body, content_type=content_type)
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "app": settings.app_id})
+
+    app.backout_agents = (monitor, forward_deploys, decide)  # type: ignore[attr-defined]
+    return app
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Policy and detector YAML (default: $BACKOUT_CONFIG or built-in defaults).")
+@click.option("--partitions", type=click.IntRange(1, 1024),
+              help="Partitions of the metrics and deploys topics (default: $BACKOUT_PARTITIONS or 8).")
+@click.option("--store", help="Table store: rocksdb:// (durable, default) or memory://.")
+@click.option("--data-dir", help="Where RocksDB tables live (default: .backout/worker).")
+@click.option("--web-port", type=click.IntRange(1, 65535),
+              help="Port of /metrics and /health on 127.0.0.1 (default 6066).")
+@click.option("--app-id", help="Consumer group and table prefix; workers sharing it share the load.")
+@click.option("--loglevel", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]), help="Log level.")
+def worker(config_path: str | None, partitions: int | None, store: str | None, data_dir: str | None,
+           web_port: int | None, app_id: str | None, loglevel: str) -> None:
+    """Run the stream processor on KAFKA_BOOTSTRAP_SERVERS until interrupted."""
+    overrides = {k: v for k, v in dict(partitions=partitions, store=store, data_dir=data_dir,
+                                       web_port=web_port, app_id=app_id).items() if v is not None}
+    settings = WorkerSettings(**overrides)
+    config = load_config(config_path or settings.config)
+    app = create_app(settings, KafkaSettings(), config)
+    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    worker()
