@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from backout.contracts import (
-    Alert, Anomaly, Approval, Decision, Deploy, Metric, Verification, Watermark, decode, encode,
+    Alert,
+    Anomaly,
+    Approval,
+    Decision,
+    Deploy,
+    Metric,
+    Verification,
+    Watermark,
+    decode,
+    encode,
 )
 from backout.errors import ContractError
 
