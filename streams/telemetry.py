@@ -9,7 +9,6 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -65,7 +64,7 @@ class Telemetry:
             highwater = self._highwater(topic, partition)
             if highwater is not None:
                 self.lag.labels(topic, str(partition)).set(max(0, highwater - position))
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), "text/plain; version=0.0.4"  # aiohttp sets the charset
 
     def _highwater(self, topic: str, partition: int) -> int | None:
         from faust.types import TP

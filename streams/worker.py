@@ -71,10 +71,9 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
     decider_topic = raw_topic(topics.DECIDER, 1)
     outputs = {name: raw_topic(name, settings.partitions)
                for name in (topics.ANOMALIES, topics.ACTIONS, topics.ALERTS, topics.DEADLETTER)}
-    monitors = app.Table("monitors", default=None, key_type=str, value_type=None,
-                         partitions=settings.partitions, value_serializer="json", key_serializer="raw")
-    decider_table = app.Table("decider", default=None, key_type=str, value_type=None, partitions=1,
-                              value_serializer="json", key_serializer="raw")
+    # JSON-serialised dicts (the app's default value serializer), one per (service, metric)
+    monitors = app.Table("monitors", default=None, partitions=settings.partitions)
+    decider_table = app.Table("decider", default=None, partitions=1)
     telemetry = Telemetry(app)
     clocks: dict[int, PartitionClock] = {}
     published: set[str] | None = None
@@ -102,12 +101,16 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
                 if spec is None:
                     raise SampleRejected(f"unknown metric {sample.metric!r}: not in the configuration")
                 key = f"{sample.service}\x1f{sample.metric}"
-                state = monitors[key]
+                state = monitors.get(key)
                 detector = (MetricMonitor(sample.service, sample.metric, spec) if state is None
                             else MetricMonitor.from_state(state, spec))
                 anomaly = detector.update(sample)
             except (ContractError, SampleRejected) as exc:
                 await dead_letter(event, str(exc))
+                continue
+            except Exception as exc:  # a bug in the core must not stop the stream, nor lose the record
+                log.exception("monitor failed on %s", event.message)
+                await dead_letter(event, f"internal error: {exc!r}")
                 continue
             if anomaly is not None:
                 telemetry.anomaly(anomaly)
@@ -140,11 +143,15 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
                 published = await published_incidents(kafka)
             try:
                 record = decode(event.value)
-                state = decider_table[DECIDER_KEY]
+                state = decider_table.get(DECIDER_KEY)
                 decider = Decider(config) if state is None else Decider.from_state(state, config)
                 outputs_ = decider.handle(record)
             except (ContractError, BackoutError) as exc:
                 await dead_letter(event, str(exc))
+                continue
+            except Exception as exc:  # a bug in the core must not stop the stream, nor lose the record
+                log.exception("decider failed on %s", event.message)
+                await dead_letter(event, f"internal error: {exc!r}")
                 continue
             for out in outputs_:
                 if out.type == "decision":

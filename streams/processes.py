@@ -1,0 +1,78 @@
+"""A ``backout worker`` child process, for the demo, the benchmarks and the fault tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from backout.errors import BrokerError
+from streams.broker import free_port
+
+
+class WorkerProcess:
+    """``backout worker`` in a child process with its own web port and data dir."""
+
+    def __init__(self, bootstrap: str, data_dir: Path, app_id: str = "backout", partitions: int = 2,
+                 store: str = "rocksdb://", config: str | None = None, log: Path | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.data_dir = data_dir
+        self.app_id = app_id
+        self.partitions = partitions
+        self.store = store
+        self.config = config
+        self.log = log
+        self.web_port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        args = [sys.executable, "-m", "backout.cli", "worker", "--app-id", self.app_id,
+                "--partitions", str(self.partitions), "--store", self.store,
+                "--data-dir", str(self.data_dir), "--web-port", str(self.web_port)]
+        if self.config:
+            args += ["--config", self.config]
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - lives with the child
+        self._process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Wait until the web server answers /health (the app has started)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise BrokerError(f"worker exited with code {self._process.returncode}; see {self.log}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/health", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise BrokerError(f"worker not ready after {timeout_s:.0f} s; see {self.log}")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no final commit."""
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        os.killpg(self._process.pid, signal.SIGTERM)
+        try:
+            self._process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
