@@ -15,8 +15,7 @@ from backout.settings import KafkaSettings
 from streams import topics
 from streams.deadletter import envelope
 from streams.kafka import flush, producer, publish
-
-INPUT_TOPICS = {"metric": topics.METRICS, "deploy": topics.DEPLOYS}
+from streams.replay import INPUT_TOPICS, publish_inputs
 
 
 @click.command()
@@ -43,7 +42,7 @@ def ingest(source: IO[str]) -> None:
             prod.produce(topics.DEADLETTER, envelope(line.encode(), str(exc), f"file:{source.name}", -1,
                                                      number, time.time()))
             continue
-        publish(prod, INPUT_TOPICS[record.type], [record])
+        publish_inputs(prod, [record])
         counts[record.type] += 1
     flush(prod)
     click.echo(f"published {counts['metric']} metrics, {counts['deploy']} deploys; "

@@ -1,0 +1,186 @@
+"""The Faust worker on a real broker: parity with the backtest, scale-out, faults.
+
+Each test gets its own embedded broker (tansu starts in milliseconds), so
+topics and consumer groups never leak between tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backout.contracts import Decision, Deploy, Metric, decode
+from backout.settings import KafkaSettings
+from detectors.config import load_config
+from detectors.engine import Engine
+from streams import topics
+from streams.admin import create_topics
+from streams.broker import EmbeddedBroker
+from streams.demo import demo_scenario
+from streams.kafka import consumer, flush, messages, producer
+from streams.processes import WorkerProcess
+from streams.replay import publish_inputs
+from streams.topics import specs
+
+PARTITIONS = 3
+
+
+@pytest.fixture
+def fresh_broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as embedded:
+        create_topics(KafkaSettings(bootstrap_servers=embedded.bootstrap), specs(PARTITIONS))
+        yield embedded
+
+
+@pytest.fixture(scope="module")
+def scenario() -> list[Metric | Deploy]:
+    return demo_scenario(seed=7)
+
+
+@pytest.fixture(scope="module")
+def expected(scenario) -> list[Decision]:
+    engine = Engine(load_config(None))
+    out = [r for rec in scenario for r in engine.feed(rec)] + engine.finish()
+    decisions = [r for r in out if r.type == "decision"]
+    assert any(d.action == "rollback" for d in decisions), "the scenario must contain a caught bad deploy"
+    return decisions
+
+
+def key(decision: Decision) -> tuple:
+    return (decision.incident_id, decision.action, decision.from_version, decision.to_version, decision.ts)
+
+
+def start_worker(broker: EmbeddedBroker, tmp_path: Path, name: str = "w1", **kw) -> WorkerProcess:
+    worker = WorkerProcess(broker.bootstrap, tmp_path / name, partitions=PARTITIONS,
+                           log=tmp_path / f"{name}.log", **kw).start()
+    worker.wait_ready()
+    return worker
+
+
+def read(broker: EmbeddedBroker, topic: str, expect: int, timeout_s: float = 90.0, idle_s: float = 8.0) -> list:
+    """Read ``topic`` until ``expect`` records came and nothing more arrives for ``idle_s``."""
+    cons = consumer(KafkaSettings(bootstrap_servers=broker.bootstrap), [topic])
+    got: list = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            batch = list(messages(cons, timeout_s=idle_s if len(got) >= expect else 2.0))
+            got += [json.loads(m.value()) for m in batch]
+            if len(got) >= expect and not batch:
+                break
+    finally:
+        cons.close()
+    return got
+
+
+def decisions_on(broker: EmbeddedBroker, expect: int, **kw) -> list[Decision]:
+    return [decode(json.dumps(v)) for v in read(broker, topics.ACTIONS, expect, **kw)]
+
+
+def publish(broker: EmbeddedBroker, records: list, raw: list[bytes] = ()) -> None:
+    prod = producer(KafkaSettings(bootstrap_servers=broker.bootstrap))
+    publish_inputs(prod, records)
+    for value in raw:
+        prod.produce(topics.METRICS, value, key=b"checkout")
+    flush(prod)
+
+
+def test_worker_publishes_the_backtest_decisions(fresh_broker, tmp_path, scenario, expected):
+    worker = start_worker(fresh_broker, tmp_path)
+    try:
+        publish(fresh_broker, scenario)
+        got = decisions_on(fresh_broker, len(expected))
+        assert sorted(map(key, got)) == sorted(map(key, expected))
+        assert [d.reason for d in sorted(got, key=key)] == [d.reason for d in sorted(expected, key=key)]
+        exposition = worker.metrics()
+        assert "backout_decisions_total" in exposition and "backout_consumer_lag" in exposition
+    finally:
+        worker.stop()
+
+
+def test_two_workers_share_partitions_and_decide_once(fresh_broker, tmp_path, scenario, expected):
+    first = start_worker(fresh_broker, tmp_path, "w1")
+    second = start_worker(fresh_broker, tmp_path, "w2")
+    try:
+        time.sleep(8)  # let the group settle on two members
+        publish(fresh_broker, scenario)
+        got = decisions_on(fresh_broker, len(expected))
+        assert sorted(map(key, got)) == sorted(map(key, expected))
+        consumed = [_samples(w.metrics()) for w in (first, second)]
+        assert all(n > 0 for n in consumed), f"both workers should have taken partitions: {consumed}"
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_kill_9_mid_incident_decides_exactly_once(fresh_broker, tmp_path, scenario, expected):
+    rollback = next(d for d in expected if d.action == "rollback")
+    cut = rollback.ts - 5  # the shift is under way, the decision not yet due
+    before = [r for r in scenario if r.ts <= cut]
+    after = [r for r in scenario if r.ts > cut]
+    worker = start_worker(fresh_broker, tmp_path)
+    publish(fresh_broker, before)
+    read(fresh_broker, topics.ANOMALIES, expect=1, idle_s=4)
+    worker.kill()
+    worker = start_worker(fresh_broker, tmp_path)  # same data dir: RocksDB tables + changelog
+    try:
+        publish(fresh_broker, after)
+        got = decisions_on(fresh_broker, len(expected))
+        assert sorted(map(key, got)) == sorted(map(key, expected))
+        assert len({d.incident_id for d in got}) == len(got)
+    finally:
+        worker.stop()
+
+
+def test_malformed_duplicate_and_late_input_is_dead_lettered(fresh_broker, tmp_path, scenario, expected):
+    metrics = [r for r in scenario if r.type == "metric"]
+    garbage = [b"{oops", b'{"type":"metric","ts":"soon"}', b"\xff\xfe", b"[]"] * 50
+    duplicates = metrics[100:110]
+    late = [m.model_copy(update={"ts": m.ts - 1}) for m in metrics[300:305]]
+    worker = start_worker(fresh_broker, tmp_path)
+    try:
+        publish(fresh_broker, scenario[:400] + duplicates + late, raw=garbage)
+        publish(fresh_broker, scenario[400:])
+        got = decisions_on(fresh_broker, len(expected))
+        assert sorted(map(key, got)) == sorted(map(key, expected))
+        dead = read(fresh_broker, topics.DEADLETTER, expect=len(garbage) + len(duplicates) + len(late))
+        reasons = [d["reason"] for d in dead]
+        assert sum("not JSON" in r or "invalid metric" in r or "expected a JSON object" in r
+                   for r in reasons) == len(garbage)
+        assert sum("duplicate" in r.lower() for r in reasons) >= len(duplicates)
+        assert len(dead) == len(garbage) + len(duplicates) + len(late)
+        assert f"backout_dead_letters_total{{topic=\"{topics.METRICS}\"}} {float(len(dead))}" in worker.metrics()
+    finally:
+        worker.stop()
+
+
+def test_worker_rides_out_a_broker_outage(fresh_broker, tmp_path, scenario, expected):
+    half = len(scenario) // 2
+    worker = start_worker(fresh_broker, tmp_path)
+    try:
+        publish(fresh_broker, scenario[:half])
+        pid = fresh_broker._process.pid  # the broker stops answering: paused, connections open
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(15)
+        os.kill(pid, signal.SIGCONT)
+        publish(fresh_broker, scenario[half:])
+        got = decisions_on(fresh_broker, len(expected), timeout_s=120)
+        assert sorted(map(key, got)) == sorted(map(key, expected))
+        assert worker.alive
+    finally:
+        worker.stop()
+
+
+def _samples(exposition: str) -> float:
+    for line in exposition.splitlines():
+        if line.startswith(f'backout_records_consumed_total{{topic="{topics.METRICS}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
