@@ -61,9 +61,10 @@ def messages(cons: Consumer, timeout_s: float, idle_s: float | None = None) -> I
         msg = cons.poll(0.2)
         if msg is None:
             continue
-        if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:
+        error = msg.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
                 continue
-            raise BrokerError(f"consume failed: {msg.error()}")
+            raise BrokerError(f"consume failed: {error}")
         last = time.monotonic()
         yield msg

@@ -100,11 +100,12 @@ def _read_incidents(kafka: KafkaSettings, timeout_s: float) -> set[str]:
             if msg is None or msg.error():
                 continue
             try:
-                seen.add(json.loads(msg.value())["incident_id"])
+                seen.add(json.loads(msg.value() or b"")["incident_id"])
             except (ValueError, KeyError, TypeError):
                 pass  # not a decision; the actions topic may carry other tools' records
-            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                ends.pop(msg.partition(), None)
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            if offset + 1 >= ends.get(partition, 0):
+                ends.pop(partition, None)
         return seen
     finally:
         cons.close()
