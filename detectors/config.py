@@ -1,0 +1,238 @@
+"""Backout's configuration: detector specs, decision policy, event-time settings.
+
+One frozen pydantic model, loaded from YAML (``examples/backout.yaml`` shows
+every key). Unknown keys are rejected, so that a typo never silently falls
+back to a default; errors name the file, line, field, value and expectation.
+
+Policy is resolved per (service, metric): ``services.<name>`` overrides the
+global ``policy`` (its ``mode`` and any per-metric threshold), and metrics the
+policy does not list use :data:`GENERIC_METRIC_POLICY`.
+
+>>> cfg = load_config(None)
+>>> cfg.mode_for("checkout", "error_rate"), cfg.metric_policy("checkout", "error_rate").clear_ratio
+('auto', 5.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from backout.errors import ConfigError
+from detectors.spec import DEFAULT_SPECS, MetricSpec
+
+Mode = Literal["approval", "auto", "off"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MetricPolicy(_Frozen):
+    """When a shift of one metric is worth acting on, and when it is clear-cut.
+
+    Sizes are *adverse factors*: current/baseline for metrics where up is bad,
+    baseline/current where down is bad (health 100% → 50% is a factor 2).
+    """
+
+    act_ratio: float = Field(1.2, ge=1.0, description="below this factor: alert only, no decision")
+    clear_ratio: float = Field(3.0, ge=1.0, description="at or above: clear-cut (auto rolls back)")
+    clear_within_s: float = Field(300.0, gt=0, description="onset at most this long after the deploy to be clear-cut")
+    min_delta: float = Field(0.0, ge=0, description="absolute change needed to be clear-cut (e.g. 0.002 = 0.2 points of error rate)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MetricPolicy:
+        if self.clear_ratio < self.act_ratio:
+            raise ValueError(f"clear_ratio ({self.clear_ratio}) must be >= act_ratio ({self.act_ratio})")
+        return self
+
+
+class MetricPolicyOverride(_Frozen):
+    """A per-service override: only the fields given replace the global ones."""
+
+    act_ratio: float | None = Field(None, ge=1.0)
+    clear_ratio: float | None = Field(None, ge=1.0)
+    clear_within_s: float | None = Field(None, gt=0)
+    min_delta: float | None = Field(None, ge=0)
+
+
+GENERIC_METRIC_POLICY = MetricPolicy()
+DEFAULT_METRIC_POLICIES: dict[str, MetricPolicy] = {
+    # "10x error rate within 5 minutes of the deploy" is clear; 5x of a visible rate already is
+    "error_rate": MetricPolicy(act_ratio=1.5, clear_ratio=5.0, clear_within_s=300.0, min_delta=0.005),
+    # moderate latency growth might be traffic: ask; 3x p95 right after a deploy is not traffic
+    "latency_p95": MetricPolicy(act_ratio=1.2, clear_ratio=3.0, clear_within_s=300.0),
+    # a health collapse: a fifth of the instances unhealthy
+    "health": MetricPolicy(act_ratio=1.05, clear_ratio=1.25, clear_within_s=600.0, min_delta=0.1),
+}
+
+
+class SharedIncident(_Frozen):
+    """When a shift is everybody's (shared dependency, traffic surge) rather than one deploy's.
+
+    Shared when at least ``max(min_services, min_fraction × services)`` services
+    (the candidate included) shifted on the same metric with onsets within
+    ``within_s`` of the candidate's. When ``suspect_services`` or more shifted
+    together but not yet enough, the decision waits until ``hold_s`` after
+    detection for the others to show (once; it is deterministic in event time).
+    """
+
+    min_services: int = Field(3, ge=2)
+    min_fraction: float = Field(0.5, gt=0, le=1)
+    within_s: float = Field(120.0, gt=0)
+    suspect_services: int = Field(3, ge=2)
+    hold_s: float = Field(60.0, ge=0)
+
+
+class PolicyConfig(_Frozen):
+    """The decision policy: correlation windows, thresholds, and what to do."""
+
+    mode: Mode = "auto"
+    window_s: float = Field(1800.0, gt=0, description="a deploy is blamed for onsets up to this long after it")
+    onset_slack_s: float = Field(10.0, ge=0, description="onset estimates up to this long before the deploy still count as after it (clock skew, sample quantisation)")
+    clean_s: float = Field(600.0, gt=0, description="a version that ran this long without blame is known good")
+    succession_s: float = Field(120.0, ge=0, description="two deploys of a service this close: blame is ambiguous")
+    follow_s: float = Field(300.0, ge=0, description="a service whose shift started up to this long after another deployed service's is its caller, not the cause")
+    shared: SharedIncident = SharedIncident()
+    metrics: dict[str, MetricPolicy] = Field(default_factory=lambda: dict(DEFAULT_METRIC_POLICIES))
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _merge_metrics(cls, value: Any) -> Any:
+        """Listed metrics override the defaults field by field; the others keep theirs."""
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = {k: v.model_dump() for k, v in DEFAULT_METRIC_POLICIES.items()}
+        for name, fields in value.items():
+            base = merged.get(name, {})
+            merged[name] = {**base, **fields} if isinstance(fields, dict) else fields
+        return merged
+
+
+class ServicePolicy(_Frozen):
+    """Per-service overrides of the global policy."""
+
+    mode: Mode | None = None
+    metrics: dict[str, MetricPolicyOverride] = Field(default_factory=dict)
+
+
+class BackoutConfig(_Frozen):
+    """Everything the core needs; the live worker and the backtest load the same file."""
+
+    metrics: dict[str, MetricSpec] = Field(default_factory=lambda: dict(DEFAULT_SPECS))
+    policy: PolicyConfig = PolicyConfig()
+    services: dict[str, ServicePolicy] = Field(default_factory=dict)
+    watermark_interval_s: float = Field(5.0, gt=0)
+    hold_s: float = Field(20.0, ge=0, description="an anomaly is decided this long (event time) after detection")
+    idle_s: float = Field(300.0, gt=0, description="a metrics partition this far behind the others stops holding time back")
+    deploy_lateness_s: float = Field(15.0, ge=0, description="how late a deploy record may be read, behind the metrics, and still be joined")
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _merge_specs(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = dict(DEFAULT_SPECS)
+        for name, fields in value.items():
+            if isinstance(fields, dict) and name in DEFAULT_SPECS:
+                merged[name] = _merge_spec(DEFAULT_SPECS[name], fields)
+            else:
+                merged[name] = fields
+        return merged
+
+    @model_validator(mode="after")
+    def _hold_covers_lateness(self) -> BackoutConfig:
+        if self.hold_s < self.deploy_lateness_s:
+            raise ValueError(f"hold_s ({self.hold_s}) must be >= deploy_lateness_s ({self.deploy_lateness_s}): "
+                             "the hold is what lets a late deploy record join its anomaly")
+        return self
+
+    def spec_for(self, metric: str) -> MetricSpec | None:
+        """The detector spec of ``metric``, or None if it is not configured (the sample is rejected)."""
+        return self.metrics.get(metric)
+
+    def mode_for(self, service: str, metric: str) -> Mode:
+        override = self.services.get(service)
+        return override.mode if override is not None and override.mode is not None else self.policy.mode
+
+    def metric_policy(self, service: str, metric: str) -> MetricPolicy:
+        base = self.policy.metrics.get(metric, GENERIC_METRIC_POLICY)
+        override = self.services.get(service)
+        if override is None or metric not in override.metrics:
+            return base
+        changes = {k: v for k, v in override.metrics[metric].model_dump().items() if v is not None}
+        return MetricPolicy.model_validate({**base.model_dump(), **changes})
+
+
+def _merge_spec(default: Any, fields: dict[str, Any]) -> Any:
+    if isinstance(default, BaseModel):
+        return {**default.model_dump(), **fields}
+    if dataclasses.is_dataclass(default):
+        return {**dataclasses.asdict(default), **fields}  # type: ignore[arg-type]
+    return fields
+
+
+def load_config(path: str | Path | None) -> BackoutConfig:
+    """Load and validate a YAML configuration; ``None`` gives the defaults."""
+    if path is None:
+        return BackoutConfig()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
+    try:
+        return BackoutConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = _lines(node)
+        parts = []
+        for err in exc.errors():
+            loc = tuple(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+            where = _nearest(lines, loc)
+            field = ".".join(loc) or "<top level>"
+            if err["type"] == "extra_forbidden":
+                what = "unknown key (check the spelling; see examples/backout.yaml)"
+            elif err["type"] == "missing":
+                what = "missing, a value is required"
+            else:
+                what = f"got {err.get('input')!r}, expected {_lower(err['msg'])}"
+            parts.append(f"{path}{f':{where}' if where else ''}: field '{field}': {what}")
+        raise ConfigError("; ".join(parts)) from None
+
+
+def _lower(msg: str) -> str:
+    for prefix in ("Input should be ", "Value error, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return msg[:1].lower() + msg[1:]
+
+
+def _lines(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    """Line number (1-based) of every key path in a composed YAML document."""
+    out: dict[tuple[str, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = prefix + (str(key.value),)
+            out[path] = key.start_mark.line + 1
+            out.update(_lines(value, path))
+    return out
+
+
+def _nearest(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> int | None:
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None

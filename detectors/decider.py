@@ -1,0 +1,308 @@
+"""The decider: anomalies, deploys and watermarks in; decisions and alerts out.
+
+Stage 2 of the pipeline, on one ordered stream whose interleaving differs
+between the backtest and the live, partitioned stream. To take the same
+decisions either way it works in event time only:
+
+* an anomaly becomes a *pending candidate*, due ``hold_s`` after its detection
+  (the hold lets late deploy records and other services' simultaneous shifts
+  arrive);
+* when the global watermark (:class:`~detectors.watermark.EventClock`) passes
+  a due time, the candidate is decided from inputs stamped at or before it
+  only — deploys with ``ts <= due``, anomalies with ``detected_ts <= due`` —
+  and due candidates are released in (due, service, metric) order;
+* a decision's ``ts`` is its due time.
+
+Outputs: per blamed deploy, at most one :class:`Decision` (its
+``incident_id`` hashes service and deploy id, so redeliveries and restarts
+dedupe), always with an :class:`Alert` carrying the sentence. A shift with no
+deploy to blame, one that began before the deploy, a caller hurt by another
+service's deploy, or one too small to act on gives an ``Alert`` only: there is
+nothing to roll back, and a human should know. A shift shared by most
+services gives an ``escalate`` decision when a deploy would otherwise have
+been blamed (the deploy is spared, a human must look), an alert otherwise.
+
+Policy ``off`` decides and alerts but never emits a decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from backout.contracts import Alert, Anomaly, Decision, Deploy, Severity, Watermark
+from detectors import wording
+from detectors.config import BackoutConfig
+from detectors.correlation import Shift, Verdict, adverse_factor, blameable, correlate
+from detectors.deploys import (
+    Change,
+    DeployTracker,
+    ServiceView,
+    tracker_from_state,
+    tracker_to_state,
+)
+from detectors.policy import assess
+from detectors.watermark import EventClock
+
+Output = Decision | Alert
+SEVERITY: dict[str, Severity] = {"rollback": "critical", "escalate": "critical", "request_approval": "warning"}
+
+
+def incident_id(service: str, deploy_id: str) -> str:
+    """Stable id of the incident "this deploy broke this service"."""
+    return "inc-" + hashlib.sha1(f"{service}\x1f{deploy_id}".encode()).hexdigest()[:16]
+
+
+def shift_id(shift: Shift) -> str:
+    key = f"{shift.service}\x1f{shift.metric}\x1f{shift.onset_ts!r}"
+    return "shift-" + hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+class Decider:
+    """Joins anomalies to deploys and applies the policy, in event time."""
+
+    def __init__(self, config: BackoutConfig) -> None:
+        self.config = config
+        policy = config.policy
+        self._keep_s = max(policy.window_s, 2 * policy.shared.within_s + policy.shared.hold_s) + config.hold_s
+        self._clock = EventClock(config.idle_s)
+        self._deploys = DeployTracker(policy.clean_s, keep_s=2 * policy.window_s + policy.clean_s)
+        self._shifts: list[Shift] = []
+        self._pending: list[tuple[float, bool, Shift]] = []  # (due_ts, extended, shift)
+        self._incidents: dict[str, float] = {}  # incident id -> decision ts
+        self._services: set[str] = set()
+
+    # -- stream interface -------------------------------------------------------------
+
+    def handle(self, record: Anomaly | Deploy | Watermark) -> list[Output]:
+        """Take one input record; return the decisions and alerts that became due."""
+        if isinstance(record, Watermark):
+            if self._clock.advance(record) is None:
+                return []
+            return self._release()
+        if isinstance(record, Deploy):
+            self._deploys.add(record)
+            return []
+        if isinstance(record, Anomaly):
+            shift = Shift(record.service, record.metric, record.onset_ts, record.detected_ts,
+                          record.baseline, record.current, record.ratio, record.score, record.detector)
+            if any(_same(shift, s) for s in self._shifts):
+                return []  # a redelivery
+            self._services.add(shift.service)
+            self._shifts.append(shift)
+            self._pending.append((shift.detected_ts + self.config.hold_s, False, shift))
+            return self._release() if self._clock.now > 0 else []
+        raise TypeError(f"the decider takes anomaly, deploy and watermark records, got {type(record).__name__}")
+
+    @property
+    def now(self) -> float:
+        return self._clock.now
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # -- deciding --------------------------------------------------------------------
+
+    def _release(self) -> list[Output]:
+        now = self._clock.now
+        out: list[Output] = []
+        while True:
+            due = sorted((p for p in self._pending if p[0] < now), key=_order)
+            if not due:
+                break
+            item = due[0]
+            self._pending.remove(item)
+            due_ts, extended, shift = item
+            out += self._decide(shift, due_ts, extended)
+        self._prune(now)
+        return out
+
+    def _decide(self, shift: Shift, due_ts: float, extended: bool) -> list[Output]:
+        policy = self.config.policy
+        view = self._deploys.view(shift.service, due_ts)
+        known = [s for s in self._shifts if s.detected_ts <= due_ts]
+        views: dict[str, ServiceView] = {}
+
+        def view_of(service: str) -> ServiceView:
+            if service not in views:
+                views[service] = self._deploys.view(service, due_ts)
+            return views[service]
+
+        total = max(self._clock.services, len(self._services))
+        verdict = correlate(shift, view, known, view_of, total, policy, due_ts, extended)
+        if verdict.kind == "wait":
+            wait_until = max(due_ts, shift.detected_ts + policy.shared.hold_s)
+            self._pending.append((wait_until, True, shift))
+            return []
+        spec = self.config.spec_for(shift.metric)
+        direction = spec.direction if spec is not None else None
+        what = wording.change(shift.metric, shift.baseline, shift.current, direction)
+        where = f"{what} on {shift.service}"
+        if verdict.kind == "no_deploy":
+            return [self._alert(due_ts, "warning", f"{where} (onset {_hhmm(shift.onset_ts)}); "
+                                "no deploy of it in the last "
+                                f"{wording.duration(policy.window_s)} to blame.", shift)]
+        if verdict.kind == "before_deploy":
+            later = verdict.later_change
+            assert later is not None
+            return [self._alert(due_ts, "warning", f"{where}, starting {wording.duration(later.ts - shift.onset_ts)} "
+                                f"before the deployment of {later.version}: not that deploy's fault.", shift)]
+        if verdict.kind == "follower":
+            return [self._alert(due_ts, "warning", f"{where}; {verdict.leader}, deployed at the same time, "
+                                "moved first: treating it as the cause, not this service's deploy.", shift)]
+        change = verdict.change
+        assert change is not None
+        incident = incident_id(shift.service, change.deploy_id)
+        if incident in self._incidents:
+            return []
+        if verdict.kind == "shared":
+            return self._escalate_shared(shift, change, verdict, where, due_ts, incident, total)
+        return self._blame(shift, change, verdict, view, known, due_ts, incident)
+
+    def _blame(self, shift: Shift, change: Change, verdict: Verdict, view: ServiceView,
+               known: list[Shift], due_ts: float, incident: str) -> list[Output]:
+        policy = self.config.policy
+        service = shift.service
+        # every shift of this service the deploy could explain; the worst one speaks for the incident
+        mine = [s for s in known if s.service == service and blameable(change, s.onset_ts, policy)] or [shift]
+        graded = []
+        for s in mine:
+            spec = self.config.spec_for(s.metric)
+            direction = spec.direction if spec is not None else None
+            mp = self.config.metric_policy(service, s.metric)
+            factor = adverse_factor(s, direction)
+            lag_s = max(0.0, s.onset_ts - change.ts)
+            verdict_amb = list(verdict.ambiguity)
+            a = assess(factor, s.current - s.baseline, lag_s, verdict_amb, mp, policy.window_s,
+                       self.config.mode_for(service, s.metric))
+            graded.append((a.clear, a.confidence, -s.onset_ts, s.metric, s, a, direction, lag_s))
+        graded.sort(key=lambda g: g[:4], reverse=True)
+        _, _, _, _, primary, a, direction, lag_s = graded[0]
+        what = wording.change(primary.metric, primary.baseline, primary.current, direction)
+        evidence = [_shift_evidence(s) for s in mine] + [_change_evidence(change)]
+        evidence += [_change_evidence(c, "earlier deploy") for c in verdict.also_suspect]
+        if not a.actionable:
+            return [self._alert(due_ts, "info", f"{what} on {service} after the deployment of {change.version}, "
+                                "below the rollback threshold: watching.", primary)]
+        if view.current is not None and view.current != change.version and view.current in view.known_good:
+            self._incidents[incident] = due_ts
+            return [self._alert(due_ts, "info", f"{what} on {service} after the deployment of {change.version}; "
+                                f"it already runs {view.current} again.", primary, incident)]
+        exclude = (change.version, view.current, *(c.version for c in verdict.also_suspect))
+        target = view.target(exclude=exclude)
+        self._incidents[incident] = due_ts
+        mode = self.config.mode_for(service, primary.metric)
+        if target is None:
+            text = (f"{what} {wording.duration(lag_s)} after the deployment of {change.version} to {service}, "
+                    f"but no earlier version of {service} is known to be good: nothing safe to roll back to. "
+                    "Escalating to a human.")
+            return self._emit(incident, "escalate", service, change, view, None, a.confidence, text,
+                              evidence, due_ts, mode)
+        self._deploys.mark_bad(service, change.version)
+        action = a.would or "request_approval"
+        if mode == "off":
+            verb = "roll back" if action == "rollback" else "ask to roll back"
+            text = (f"{what} {wording.duration(lag_s)} after the deployment of {change.version} to {service}. "
+                    f"Backout would {verb} to {target}; the policy is off here, so it is not acting.")
+            return [Alert(ts=due_ts, incident_id=incident, severity=SEVERITY[action], text=text)]
+        if action == "rollback" and mode == "auto":
+            text = wording.rollback(what, lag_s, change.version, service, target)
+        else:
+            action = "request_approval"
+            text = wording.approval(what, change.version, service, due_ts - change.ts, lag_s, target,
+                                    a.why_not_clear)
+        return self._emit(incident, action, service, change, view, target, a.confidence, text,
+                          evidence, due_ts, mode)
+
+    def _escalate_shared(self, shift: Shift, change: Change, verdict: Verdict, where: str,
+                         due_ts: float, incident: str, total: int) -> list[Output]:
+        self._incidents[incident] = due_ts
+        others = [s for s in verdict.shared if s != shift.service]
+        text = (f"{where} {wording.duration(verdict.lag_s or 0)} after the deployment of {change.version}, "
+                f"but {len(others)} other service{'s' if len(others) != 1 else ''} of {total} shifted at the same "
+                f"time ({', '.join(others[:6])}{', …' if len(others) > 6 else ''}): a shared dependency or "
+                "a traffic surge, not this deploy. Escalating to a human.")
+        evidence = [_shift_evidence(shift), _change_evidence(change),
+                    {"kind": "shared", "services": verdict.shared, "of": total}]
+        confidence = round(min(1.0, len(verdict.shared) / max(total, 1)), 3)
+        view = self._deploys.view(shift.service, due_ts)
+        mode = self.config.mode_for(shift.service, shift.metric)
+        return self._emit(incident, "escalate", shift.service, change, view, None, confidence, text,
+                          evidence, due_ts, mode)
+
+    def _emit(self, incident: str, action: str, service: str, change: Change, view: ServiceView,
+              target: str | None, confidence: float, text: str, evidence: list[dict[str, Any]],
+              due_ts: float, mode: str) -> list[Output]:
+        if mode == "off":  # decide and alert, never act
+            return [Alert(ts=due_ts, incident_id=incident, severity=SEVERITY[action], text=text)]
+        decision = Decision(ts=due_ts, incident_id=incident, service=service, deploy_id=change.deploy_id,
+                            action=action, from_version=view.current or change.version, to_version=target,
+                            confidence=confidence, reason=text, evidence=evidence)
+        return [decision, Alert(ts=due_ts, incident_id=incident, severity=SEVERITY[action], text=text)]
+
+    def _alert(self, due_ts: float, severity: Severity, text: str, shift: Shift,
+               incident: str | None = None) -> Alert:
+        return Alert(ts=due_ts, incident_id=incident or shift_id(shift), severity=severity, text=text)
+
+    def _prune(self, now: float) -> None:
+        horizon = now - self._keep_s
+        if any(s.detected_ts < horizon for s in self._shifts):
+            waiting = {id(p[2]) for p in self._pending}
+            self._shifts = [s for s in self._shifts if s.detected_ts >= horizon or id(s) in waiting]
+        incident_horizon = now - 2 * self.config.policy.window_s
+        if any(ts < incident_horizon for ts in self._incidents.values()):
+            self._incidents = {k: v for k, v in self._incidents.items() if v >= incident_horizon}
+        self._deploys.prune(now)
+
+    # -- state -----------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Compact, JSON-serialisable state; old deploys, shifts and incidents are pruned by event time."""
+        return {
+            "v": 1,
+            "clock": self._clock.to_state(),
+            "deploys": tracker_to_state(self._deploys),
+            "shifts": [s.to_list() for s in self._shifts],
+            "pending": [[due, ext, s.to_list()] for due, ext, s in self._pending],
+            "incidents": dict(self._incidents),
+            "services": sorted(self._services),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], config: BackoutConfig) -> Decider:
+        decider = cls(config)
+        decider._clock = EventClock.from_state(state["clock"], config.idle_s)
+        decider._deploys = tracker_from_state(state["deploys"], decider._deploys.clean_s, decider._deploys.keep_s)
+        decider._shifts = [Shift.from_list(row) for row in state["shifts"]]
+        by_value = {s: s for s in decider._shifts}
+        decider._pending = [(float(due), bool(ext), by_value.get(s, s))
+                            for due, ext, s in ((d, e, Shift.from_list(r)) for d, e, r in state["pending"])]
+        decider._incidents = {k: float(v) for k, v in state["incidents"].items()}
+        decider._services = set(state["services"])
+        return decider
+
+
+def _order(item: tuple[float, bool, Shift]) -> tuple:
+    due, _, s = item
+    return (due, s.service, s.metric, s.onset_ts, s.detected_ts)
+
+
+def _same(a: Shift, b: Shift) -> bool:
+    return (a.service, a.metric, a.onset_ts, a.detected_ts) == (b.service, b.metric, b.onset_ts, b.detected_ts)
+
+
+def _shift_evidence(s: Shift) -> dict[str, Any]:
+    return {"kind": "anomaly", "service": s.service, "metric": s.metric, "detector": s.detector,
+            "onset_ts": s.onset_ts, "detected_ts": s.detected_ts, "baseline": s.baseline,
+            "current": s.current, "ratio": s.ratio, "score": s.score}
+
+
+def _change_evidence(c: Change, kind: str = "deploy") -> dict[str, Any]:
+    return {"kind": kind, "deploy_id": c.deploy_id, "version": c.version,
+            "previous_version": c.previous_version, "ts": c.ts}
+
+
+def _hhmm(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%H:%M:%S UTC")

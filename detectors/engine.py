@@ -1,0 +1,61 @@
+"""The whole core in one process: what ``backout backtest`` runs.
+
+The live worker composes the same parts across Kafka (see ``streams/worker.py``):
+one :class:`~detectors.monitor.MetricMonitor` per (service, metric) and a
+:class:`~detectors.watermark.PartitionClock` per metrics partition in stage 1,
+one :class:`~detectors.decider.Decider` in stage 2. Here there is one
+partition (0) and the stages are plain calls, in the same order as the
+worker's agents make them: the anomaly reaches the decider before the
+watermark of the sample that raised it.
+"""
+
+from __future__ import annotations
+
+from backout.contracts import Alert, Anomaly, Decision, Deploy, Metric
+from backout.errors import SampleRejected
+from detectors.config import BackoutConfig
+from detectors.decider import Decider
+from detectors.monitor import MetricMonitor
+from detectors.watermark import PartitionClock
+
+Output = Anomaly | Decision | Alert
+
+
+class Engine:
+    """Metric samples and deploy records in; anomalies, decisions and alerts out."""
+
+    def __init__(self, config: BackoutConfig) -> None:
+        self.config = config
+        self.decider = Decider(config)
+        self._clock = PartitionClock(partition=0, interval_s=config.watermark_interval_s)
+        self._monitors: dict[tuple[str, str], MetricMonitor] = {}
+
+    def feed(self, record: Metric | Deploy) -> list[Output]:
+        """Process one input record; raises :class:`SampleRejected` for samples the core refuses."""
+        if isinstance(record, Deploy):
+            return list(self.decider.handle(record))
+        if not isinstance(record, Metric):
+            raise SampleRejected(f"expected a metric or deploy record, got {record.type!r}")
+        key = (record.service, record.metric)
+        monitor = self._monitors.get(key)
+        if monitor is None:
+            spec = self.config.spec_for(record.metric)
+            if spec is None:
+                raise SampleRejected(f"unknown metric {record.metric!r}: not in the configuration "
+                                     f"(known: {', '.join(sorted(self.config.metrics))})")
+            monitor = MetricMonitor(record.service, record.metric, spec)
+        anomaly = monitor.update(record)  # DuplicateSample / OutOfOrderSample propagate
+        self._monitors[key] = monitor
+        out: list[Output] = []
+        if anomaly is not None:
+            out.append(anomaly)
+            out += self.decider.handle(anomaly)
+        mark = self._clock.observe(record.ts, record.service)
+        if mark is not None:
+            out += self.decider.handle(mark)
+        return out
+
+    def finish(self) -> list[Output]:
+        """Flush the last watermark. Candidates not yet due stay undecided, as they would live."""
+        mark = self._clock.flush()
+        return list(self.decider.handle(mark)) if mark is not None else []

@@ -1,0 +1,233 @@
+"""The decider on hand-written anomaly/deploy/watermark streams: policy cases, order, state."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from backout.contracts import Alert, Anomaly, Decision, Deploy, Watermark
+from detectors.config import BackoutConfig
+from detectors.decider import Decider, incident_id
+
+T = 1_700_000_000.0
+BASE = {"error_rate": 0.005, "latency_p95": 0.2, "health": 1.0}
+
+
+def dep(ts: float, version: str, prev: str | None, service: str = "checkout", status: str = "finished",
+        deploy_id: str | None = None) -> Deploy:
+    return Deploy(ts=T + ts, service=service, deploy_id=deploy_id or f"{service}-{version}", version=version,
+                  previous_version=prev, status=status)
+
+
+def anom(onset: float, factor: float, metric: str = "error_rate", service: str = "checkout",
+         detect_after_s: float = 30.0) -> Anomaly:
+    base = BASE[metric]
+    cur = base * factor if metric != "health" else base / factor
+    return Anomaly(ts=T + onset + detect_after_s, service=service, metric=metric, detector="test",
+                   onset_ts=T + onset, detected_ts=T + onset + detect_after_s, baseline=base,
+                   current=cur, ratio=cur / base, score=10.0)
+
+
+def marks(until: float, services: int = 8, step: float = 5.0, start: float = -7200.0,
+          partition: int = 0) -> list[Watermark]:
+    n = int((until - start) / step) + 1
+    return [Watermark(ts=T + start + i * step, partition=partition, services=services) for i in range(n)]
+
+
+def run(records: list, config: BackoutConfig | None = None, until: float = 900.0) -> list[Decision | Alert]:
+    """Interleave ``records`` (by event time, inputs first) with watermarks of one partition."""
+    decider = Decider(config or BackoutConfig())
+    stream = sorted(records + marks(until), key=lambda r: (r.ts, r.type == "watermark"))
+    return [out for rec in stream for out in decider.handle(rec)]
+
+
+def decisions(outputs: list) -> list[Decision]:
+    return [o for o in outputs if isinstance(o, Decision)]
+
+
+def with_mode(mode: str, service: str | None = None) -> BackoutConfig:
+    if service is None:
+        return BackoutConfig.model_validate({"policy": {"mode": mode}})
+    return BackoutConfig.model_validate({"services": {service: {"mode": mode}}})
+
+
+HISTORY = [dep(-7000, "v1", "v0", deploy_id="d-old")]  # v0 ran before; v1 has run clean for hours
+
+# (case, records, config, expected decisions as (service, action, from, to))
+CASES = [
+    ("clear 10x error 90 s after the deploy rolls back",
+     HISTORY + [dep(0, "v2", "v1"), anom(90, 10)], None, [("checkout", "rollback", "v2", "v1")]),
+    ("health collapse rolls back",
+     HISTORY + [dep(0, "v2", "v1"), anom(20, 2.0, "health")], None, [("checkout", "rollback", "v2", "v1")]),
+    ("moderate latency growth asks first",
+     HISTORY + [dep(0, "v2", "v1"), anom(60, 1.5, "latency_p95")], None,
+     [("checkout", "request_approval", "v2", "v1")]),
+    ("a shift that starts 12 min after the deploy asks first",
+     HISTORY + [dep(0, "v2", "v1"), anom(720, 10)], None, [("checkout", "request_approval", "v2", "v1")]),
+    ("onset before the deploy: no blame",
+     HISTORY + [dep(0, "v2", "v1"), anom(-120, 10, detect_after_s=130)], None, []),
+    ("no deploy at all: alert only", HISTORY + [anom(600, 10)], None, []),
+    ("deploy older than the window: no blame", HISTORY + [dep(0, "v2", "v1"), anom(2400, 10)], None, []),
+    ("shift too small to act on", HISTORY + [dep(0, "v2", "v1"), anom(60, 1.1, "latency_p95")], None, []),
+    ("shared incident across 5 of 8 services escalates",
+     HISTORY + [dep(0, "v2", "v1"), anom(90, 10)]
+     + [anom(80 + 7 * i, 6, service=f"svc{i}") for i in range(4)], None,
+     [("checkout", "escalate", "v2", None)]),
+    ("hotfix after a bad deploy: the bad deploy is blamed, back to the last good",
+     HISTORY + [dep(0, "v2", "v1"), anom(60, 10), dep(100, "v2.1", "v2")], None,
+     [("checkout", "rollback", "v2.1", "v1")]),
+    ("a bad hotfix after a rolled back bad deploy goes back past both",
+     HISTORY + [dep(0, "v2", "v1"), anom(60, 10), dep(1000, "v1", "v2", status="rolled_back", deploy_id="rb"),
+                dep(1500, "v3", "v1"), anom(1560, 10, "latency_p95")], None,
+     [("checkout", "rollback", "v2", "v1"), ("checkout", "rollback", "v3", "v1")]),
+    ("quick succession: ambiguous, and the target predates both",
+     HISTORY + [dep(0, "v2", "v1"), dep(40, "v3", "v2"), anom(70, 10)], None,
+     [("checkout", "request_approval", "v3", "v1")]),
+    ("a deploy that returns to an earlier version is not blamed",
+     HISTORY + [dep(0, "v2", "v1"), dep(1200, "v1", "v2", deploy_id="undo"), anom(1230, 10)], None, []),
+    ("concurrent deploys: the service that moved first is blamed, not its caller",
+     HISTORY + [dep(-7000, "f1", "f0", service="frontend"), dep(0, "v2", "v1"), dep(5, "f2", "f1", service="frontend"),
+                anom(30, 10), anom(50, 4, service="frontend")], None, [("checkout", "rollback", "v2", "v1")]),
+    ("approval mode turns a clear rollback into a question",
+     HISTORY + [dep(0, "v2", "v1"), anom(90, 10)], with_mode("approval"),
+     [("checkout", "request_approval", "v2", "v1")]),
+    ("per-service approval mode",
+     HISTORY + [dep(0, "v2", "v1"), anom(90, 10)], with_mode("approval", "checkout"),
+     [("checkout", "request_approval", "v2", "v1")]),
+    ("off mode decides but never acts", HISTORY + [dep(0, "v2", "v1"), anom(90, 10)], with_mode("off"), []),
+    ("no known-good version: escalate",
+     [dep(0, "v2", None, deploy_id="first"), anom(90, 10)], None, [("checkout", "escalate", "v2", None)]),
+    ("slow rollout: blamed from its start", HISTORY + [dep(0, "v2", "v1", status="started"), anom(400, 8),
+                                                      dep(900, "v2", "v1")], None,
+     [("checkout", "request_approval", "v2", "v1")]),
+]
+
+
+@pytest.mark.parametrize("case,records,config,expected", CASES, ids=[c[0] for c in CASES])
+def test_policy_cases(case, records, config, expected):
+    out = run(records, config, until=max(r.ts for r in records) - T + 200)
+    got = [(d.service, d.action, d.from_version, d.to_version) for d in decisions(out)]
+    assert got == expected
+    for d in decisions(out):
+        assert any(isinstance(a, Alert) and a.incident_id == d.incident_id and a.text == d.reason for a in out)
+
+
+def test_clear_rollback_sentence_and_incident():
+    out = run(HISTORY + [dep(0, "v2.15.1", "v2.15.0"), anom(90, 10)])
+    (d,) = decisions(out)
+    assert d.reason == ("Error rate went from 0.5% to 5% (10x) 90 seconds after the deployment of v2.15.1 "
+                        "to checkout. Rolling back to v2.15.0.")
+    assert d.incident_id == incident_id("checkout", "checkout-v2.15.1")
+    assert d.ts == T + 90 + 30 + 20  # detected + hold_s: event time, not a wall clock
+    assert d.confidence == 1.0
+    assert {e["kind"] for e in d.evidence} == {"anomaly", "deploy"}
+
+
+def test_approval_sentence():
+    out = run(HISTORY + [dep(0, "v2.15.1", "v2.15.0"), anom(150, 10)], with_mode("approval"))
+    (d,) = decisions(out)
+    assert d.reason.startswith("Error rate went from 0.5% to 5% (10x) after the deployment of v2.15.1 "
+                               "to checkout three minutes ago")
+    assert d.reason.endswith("I recommend rolling back to v2.15.0. Should I proceed?")
+
+
+def test_off_mode_alerts_what_it_would_do():
+    out = run(HISTORY + [dep(0, "v2", "v1"), anom(90, 10)], with_mode("off"))
+    (alert,) = [o for o in out if isinstance(o, Alert)]
+    assert alert.text.endswith("Backout would roll back to v1; the policy is off here, so it is not acting.")
+
+
+def test_one_incident_one_decision_whatever_the_redeliveries():
+    a = anom(90, 10)
+    out = run(HISTORY + [dep(0, "v2", "v1"), a, a, anom(95, 3, "latency_p95"), dep(0, "v2", "v1")])
+    assert len(decisions(out)) == 1
+
+
+def test_late_deploy_record_within_the_hold_is_joined():
+    decider = Decider(BackoutConfig())
+    out = []
+    late = marks(100) + [anom(90, 10)] + marks(135, start=105) + [dep(0, "v2", "v1")] + marks(200, start=140)
+    for rec in late:  # the deploy is read 135 s after it happened, before the decision is due
+        out += decider.handle(rec)
+    assert [(d.action, d.to_version, d.ts) for d in decisions(out)] == [("rollback", "v1", T + 140)]
+
+
+def test_deploy_read_after_the_decision_is_not_joined():
+    decider = Decider(BackoutConfig())
+    out = []
+    for rec in marks(100) + [anom(90, 10)] + marks(200, start=105) + [dep(0, "v2", "v1")] + marks(300, start=205):
+        out += decider.handle(rec)
+    assert decisions(out) == [] and "no deploy" in out[0].text
+
+
+def _scenario() -> list:
+    """Two partitions' worth of inputs: a bad deploy, a shared incident, a caller, noise."""
+    return HISTORY + [
+        dep(-7000, "f1", "f0", service="frontend"), dep(-7000, "p1", "p0", service="payments"),
+        dep(0, "v2", "v1"), dep(5, "f2", "f1", service="frontend"), anom(30, 10), anom(50, 4, service="frontend"),
+        anom(45, 1.6, "latency_p95"),
+        dep(1000, "p2", "p1", service="payments"),
+        *[anom(1100 + 5 * i, 5, "latency_p95", service=s) for i, s in enumerate(["payments", "a", "b", "c", "d"])],
+        anom(2000, 2.5, "health", service="search"),
+    ]
+
+
+def _interleave(seed: int) -> list:
+    """Inputs in a random order that respects causality: an input stamped t is read before the
+    global watermark passes t (sometimes long before), partitions drift against each other."""
+    rng = random.Random(seed)
+    stream = marks(2400, services=4, partition=0) + marks(2400, services=4, partition=1)
+    stream.sort(key=lambda w: w.ts + rng.uniform(-15, 15))
+    pending = list(_scenario())
+    rng.shuffle(pending)
+    placed: list = []
+    front = {0: 0.0, 1: 0.0}
+    for w in stream:
+        front[w.partition] = max(front[w.partition], w.ts)
+        now = min(front.values())
+        ready = [r for r in pending if getattr(r, "detected_ts", r.ts) <= now + rng.choice([0, 0, 30])]
+        for r in ready:
+            pending.remove(r)
+        placed += ready + [w]
+    return placed + pending
+
+
+def _key(o):
+    return o.model_dump_json()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_decisions_do_not_depend_on_interleaving(seed):
+    reference = run(_scenario(), until=2400)
+    decider = Decider(BackoutConfig())
+    got = [o for rec in _interleave(seed) for o in decider.handle(rec)]
+    assert sorted(map(_key, got)) == sorted(map(_key, reference))
+    actions = sorted((d.service, d.action) for d in decisions(reference))
+    assert actions == [("checkout", "rollback"), ("payments", "escalate")]
+
+
+def test_state_round_trip_mid_stream_gives_the_same_outputs():
+    stream = sorted(_scenario() + marks(2400), key=lambda r: (r.ts, r.type == "watermark"))
+    straight = Decider(BackoutConfig())
+    expected = [o for rec in stream for o in straight.handle(rec)]
+    got = []
+    decider = Decider(BackoutConfig())
+    sizes = []
+    for rec in stream:
+        state = json.loads(json.dumps(decider.to_state()))
+        sizes.append(len(json.dumps(state)))
+        decider = Decider.from_state(state, BackoutConfig())
+        got += decider.handle(rec)
+    assert [_key(o) for o in got] == [_key(o) for o in expected]
+    assert decider.to_state() == straight.to_state()
+    assert max(sizes) < 20_000
+
+
+def test_state_is_pruned_by_event_time():
+    decider = Decider(BackoutConfig())
+    for rec in sorted(_scenario() + marks(4 * 3600 + 7200), key=lambda r: (r.ts, r.type == "watermark")):
+        decider.handle(rec)
+    state = decider.to_state()
+    assert state["shifts"] == [] and state["pending"] == [] and state["incidents"] == {}
