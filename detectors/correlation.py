@@ -3,7 +3,9 @@
 The questions an on-call engineer asks, in order:
 
 1. *Did many services shift together?* Then it is a shared dependency or a
-   traffic surge, not one deploy: ``shared`` (the decider escalates).
+   traffic surge, not one deploy: ``shared`` (the decider escalates) — unless
+   this service moved first, when it may be the cause of a cascade to its
+   callers: blamed, but never clear-cut.
 2. *Did the shift start before the deploy?* Then that deploy did not cause it:
    ``before_deploy``. No deploy in the window before the onset: ``no_deploy``.
 3. *Did another service that also deployed move first?* Then this one is its
@@ -104,10 +106,16 @@ def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
     together = sorted({s.service for s in shifts if s.metric == shift.metric
                        and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s} | {shift.service})
     needed = max(cfg.min_services, math.ceil(cfg.min_fraction * max(services_total, len(together))))
+    # a deployed service that moved before all the others may be the cause of a cascade to its callers
+    leader = all(s.onset_ts >= shift.onset_ts for s in shifts
+                 if s.service in together and s.metric == shift.metric and s.service != shift.service)
     if len(together) >= needed:
-        verdict.kind, verdict.shared = "shared", together
-        return verdict
-    if len(together) >= cfg.suspect_services and not extended:
+        if not leader:
+            verdict.kind, verdict.shared = "shared", together
+            return verdict
+        verdict.ambiguity.append(f"{len(together) - 1} other services shifted right after it: "
+                                 "its callers, or a shared cause")
+    elif len(together) >= cfg.suspect_services and not extended and not leader:
         verdict.kind, verdict.shared = "wait", together
         return verdict
 

@@ -75,6 +75,10 @@ CASES = [
      HISTORY + [dep(0, "v2", "v1"), anom(90, 10)]
      + [anom(80 + 7 * i, 6, service=f"svc{i}") for i in range(4)], None,
      [("checkout", "escalate", "v2", None)]),
+    ("a deployed service that moved before the others is blamed, not clear-cut (cascade to callers)",
+     HISTORY + [dep(0, "v2", "v1"), anom(30, 10)]
+     + [anom(32 + 2 * i, 3, service=f"svc{i}", detect_after_s=25) for i in range(4)], None,
+     [("checkout", "request_approval", "v2", "v1")]),
     ("hotfix after a bad deploy: the bad deploy is blamed, back to the last good",
      HISTORY + [dep(0, "v2", "v1"), anom(60, 10), dep(100, "v2.1", "v2")], None,
      [("checkout", "rollback", "v2.1", "v1")]),
@@ -169,7 +173,7 @@ def _scenario() -> list:
         dep(0, "v2", "v1"), dep(5, "f2", "f1", service="frontend"), anom(30, 10), anom(50, 4, service="frontend"),
         anom(45, 1.6, "latency_p95"),
         dep(1000, "p2", "p1", service="payments"),
-        *[anom(1100 + 5 * i, 5, "latency_p95", service=s) for i, s in enumerate(["payments", "a", "b", "c", "d"])],
+        *[anom(1100 + 5 * i, 5, "latency_p95", service=s) for i, s in enumerate(["a", "payments", "b", "c", "d"])],
         anom(2000, 2.5, "health", service="search"),
     ]
 
