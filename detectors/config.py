@@ -28,6 +28,11 @@ from detectors.spec import DEFAULT_SPECS, MetricSpec
 Mode = Literal["approval", "auto", "off"]
 
 
+def _yaml_off(value: Any) -> Any:
+    """YAML 1.1 reads a bare ``off`` as false; in a mode it means the mode "off"."""
+    return "off" if value is False else value
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -92,6 +97,7 @@ class PolicyConfig(_Frozen):
     """The decision policy: correlation windows, thresholds, and what to do."""
 
     mode: Mode = "auto"
+    _mode_off = field_validator("mode", mode="before")(_yaml_off)
     window_s: float = Field(1800.0, gt=0, description="a deploy is blamed for onsets up to this long after it")
     onset_slack_s: float = Field(10.0, ge=0, description="onset estimates up to this long before the deploy still count as after it (clock skew, sample quantisation)")
     clean_s: float = Field(600.0, gt=0, description="a version that ran this long without blame is known good")
@@ -117,6 +123,7 @@ class ServicePolicy(_Frozen):
     """Per-service overrides of the global policy."""
 
     mode: Mode | None = None
+    _mode_off = field_validator("mode", mode="before")(_yaml_off)
     metrics: dict[str, MetricPolicyOverride] = Field(default_factory=dict)
 
 

@@ -1,0 +1,95 @@
+"""Correlation table: which deploy a shift is blamed on, or why none is."""
+
+from __future__ import annotations
+
+import pytest
+
+from detectors.config import PolicyConfig
+from detectors.correlation import Shift, adverse_factor, correlate
+from detectors.deploys import Change, ServiceView
+
+T = 1_700_000_000.0
+POLICY = PolicyConfig()
+
+
+def shift(service="a", onset=100.0, metric="error_rate", detect_after=30.0, factor=10.0):
+    return Shift(service, metric, T + onset, T + onset + detect_after, 0.01, 0.01 * factor, factor, 9.0, "test")
+
+
+def view(*changes):
+    return ServiceView(current=changes[-1].version if changes else "v1",
+                       changes=list(changes), known_good=["v1"])
+
+
+def change(ts, version="v2", deploy_id=None, prev="v1"):
+    return Change(deploy_id or f"d-{version}", version, prev, T + ts)
+
+
+def judge(s, own, others=(), views=None, services=8, extended=False):
+    views = views or {}
+    due = s.detected_ts + 20
+    return correlate(s, own, [s, *others], lambda name: views.get(name, ServiceView()), services, POLICY,
+                     due, extended)
+
+
+# (case, shift, own changes, other shifts, other services' changes, expected kind, blamed version, leader)
+CASES = [
+    ("onset after the deploy: blame", shift(onset=90), [change(0)], [], {}, "blame", "v2", None),
+    ("onset just before the deploy, within the slack: blame", shift(onset=-5), [change(0)], [], {}, "blame", "v2", None),
+    ("onset before the deploy: not its fault", shift(onset=-120, detect_after=150), [change(0)], [], {}, "before_deploy", None, None),
+    ("no deploy", shift(onset=90), [], [], {}, "no_deploy", None, None),
+    ("a deploy read after the decision time is not seen",
+     shift(onset=-120), [change(0)], [], {}, "no_deploy", None, None),
+    ("deploy older than the window", shift(onset=2000), [change(0)], [], {}, "no_deploy", None, None),
+    ("quick succession: blame the latest", shift(onset=90), [change(0), change(40, "v3")], [], {}, "blame", "v3", None),
+    ("5 of 8 services together, not first: shared",
+     shift(onset=100), [change(0)], [shift(s, 90 + 5 * i) for i, s in enumerate("bcde")], {}, "shared", "v2", None),
+    ("3 of 8 together, not first: wait for the others",
+     shift(onset=100), [change(0)], [shift(s, 95) for s in "bc"], {}, "wait", "v2", None),
+    ("3 of 8 together after the wait: blame",
+     shift(onset=100), [change(0)], [shift(s, 95) for s in "bc"], {}, "blame", "v2", None),
+    ("other metric shifting elsewhere is not shared",
+     shift(onset=100), [change(0)], [shift(s, 95, "latency_p95") for s in "bcde"], {}, "blame", "v2", None),
+    ("caller of a deployed service that moved first",
+     shift("a", onset=60), [change(0)], [shift("b", 30)], {"b": view(change(5, "b2", prev="b1"))},
+     "follower", None, "b"),
+    ("the deployed service that moved first is blamed",
+     shift("b", onset=30), [change(5, "b2", prev="b1")], [shift("a", 60)], {"a": view(change(0))},
+     "blame", "b2", None),
+    ("an earlier mover without a deploy does not make us a follower",
+     shift("a", onset=60), [change(0)], [shift("b", 30)], {}, "blame", "v2", None),
+]
+
+
+@pytest.mark.parametrize("case,s,own,others,views,kind,blamed,leader", CASES, ids=[c[0] for c in CASES])
+def test_correlate(case, s, own, others, views, kind, blamed, leader):
+    extended = "after the wait" in case
+    verdict = judge(s, view(*own), others, views, extended=extended)
+    assert verdict.kind == kind
+    blamed_version = verdict.change.version if kind in ("blame", "shared", "wait") else None
+    assert blamed_version == blamed
+    assert verdict.leader == leader
+
+
+def test_quick_succession_is_ambiguous_and_names_the_earlier_deploy():
+    verdict = judge(shift(onset=90), view(change(0), change(40, "v3")))
+    assert [c.version for c in verdict.also_suspect] == ["v2"] and verdict.ambiguity
+
+
+def test_shared_needs_half_of_a_large_fleet():
+    others = [shift(f"s{i}", 95) for i in range(5)]  # 6 of 20 services
+    assert judge(shift(onset=100), view(change(0)), others, services=20, extended=True).kind == "blame"
+    assert judge(shift(onset=100), view(change(0)), others, services=10).kind == "shared"
+
+
+def test_shifts_detected_after_the_due_time_are_not_seen():
+    late = [shift(s, 95, detect_after=200) for s in "bcde"]
+    assert judge(shift(onset=100), view(change(0)), late).kind == "blame"
+
+
+@pytest.mark.parametrize("baseline,current,direction,factor", [
+    (0.01, 0.1, "up", 10.0), (1.0, 0.5, "down", 2.0), (0.2, 0.1, "up", 0.5), (1.0, 0.5, None, 2.0),
+])
+def test_adverse_factor(baseline, current, direction, factor):
+    s = Shift("a", "m", T, T, baseline, current, current / baseline, 1.0, "t")
+    assert adverse_factor(s, direction) == pytest.approx(factor)
