@@ -1,0 +1,120 @@
+"""The single-process engine, and its parity with the partitioned live composition."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from backout.contracts import Anomaly, Decision, Deploy, Metric
+from backout.errors import DuplicateSample, SampleRejected
+from detectors.config import BackoutConfig
+from detectors.decider import Decider
+from detectors.engine import Engine
+from detectors.monitor import MetricMonitor
+from detectors.watermark import PartitionClock
+from streams.simulate import demo_scenario, scenario
+
+
+def run_engine(records) -> tuple[list, int]:
+    engine = Engine(BackoutConfig())
+    out, rejected = [], 0
+    for r in records:
+        try:
+            out += engine.feed(r)
+        except SampleRejected:
+            rejected += 1
+    return out + engine.finish(), rejected
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return demo_scenario(7)
+
+
+def test_unknown_metric_is_rejected():
+    with pytest.raises(SampleRejected, match="unknown metric 'cpu_temp'"):
+        Engine(BackoutConfig()).feed(Metric(ts=1e9, service="a", metric="cpu_temp", value=1.0))
+
+
+def test_duplicate_sample_propagates():
+    engine = Engine(BackoutConfig())
+    m = Metric(ts=1e9, service="a", metric="error_rate", value=0.01, count=100)
+    engine.feed(m)
+    with pytest.raises(DuplicateSample):
+        engine.feed(m)
+
+
+def test_demo_bad_deploy_rolled_back_and_nothing_else(demo):
+    out, _ = run_engine(demo)
+    decisions = [o for o in out if isinstance(o, Decision)]
+    bad = [d for d in demo if isinstance(d, Deploy) and d.model_extra["label"] == "bad"]
+    assert [(d.action, d.deploy_id) for d in decisions] == [("rollback", bad[0].deploy_id)]
+    assert decisions[0].to_version == bad[0].previous_version
+    first_anomaly = next(i for i, o in enumerate(out) if isinstance(o, Anomaly))
+    assert first_anomaly < out.index(decisions[0])
+
+
+def test_finish_does_not_force_undue_candidates(demo):
+    out, _ = run_engine(demo)
+    decision = next(o for o in out if isinstance(o, Decision))
+    cut = [r for r in demo if r.ts < decision.ts - 5]
+    out, _ = run_engine(cut)
+    assert not any(isinstance(o, Decision) for o in out)
+
+
+def _live(records, partitions: int, seed: int) -> list[Decision]:
+    """The worker's composition: monitors and a clock per partition, one decider, a random interleaving."""
+    config = BackoutConfig()
+    rng = random.Random(seed)
+    monitors: dict = {}
+    clocks = [PartitionClock(p, config.watermark_interval_s) for p in range(partitions)]
+    queues: list[list] = [[] for _ in range(partitions)]
+    for r in records:
+        p = sum(map(ord, r.service)) % partitions
+        if isinstance(r, Deploy):
+            queues[p].append(r)
+            continue
+        spec = config.spec_for(r.metric)
+        key = (r.service, r.metric)
+        if spec is None:
+            continue
+        mon = monitors.get(key) or MetricMonitor(r.service, r.metric, spec)
+        try:
+            anomaly = mon.update(r)
+        except SampleRejected:
+            continue
+        monitors[key] = mon
+        if anomaly is not None:
+            queues[p].append(anomaly)
+        mark = clocks[p].observe(r.ts, r.service)
+        if mark is not None:
+            queues[p].append(mark)
+    for p, clock in enumerate(clocks):
+        mark = clock.flush()
+        if mark is not None:
+            queues[p].append(mark)
+    decider = Decider(config)
+    out = []
+    read = [0.0] * partitions
+    while any(queues):  # partitions read at random relative speeds, none more than a minute ahead
+        ready = [i for i, q in enumerate(queues) if q]
+        slowest = min(read[i] for i in ready)
+        p = rng.choice([i for i in ready if read[i] <= slowest + 60])
+        for _ in range(rng.randint(1, 50)):
+            if queues[p]:
+                rec = queues[p].pop(0)
+                read[p] = max(read[p], rec.ts)
+                out += decider.handle(rec)
+    return [o for o in out if isinstance(o, Decision)]
+
+
+def test_partitioned_live_composition_takes_the_backtest_decisions():
+    records, _ = scenario(11, kinds=["bad_error", "shared_incident", "concurrent_deploys"], hours=3.0,
+                          services=6, spacing_s=2400.0)
+    out, _ = run_engine(records)
+    expected = sorted(o.model_dump_json() for o in out if isinstance(o, Decision))
+    assert expected
+    for seed in (1, 2):
+        got = sorted(d.model_dump_json() for d in _live(records, partitions=3, seed=seed))
+        assert got == expected
