@@ -104,6 +104,9 @@ class PolicyConfig(_Frozen):
     succession_s: float = Field(120.0, ge=0, description="two deploys of a service this close: blame is ambiguous")
     follow_s: float = Field(300.0, ge=0, description="a service whose shift started up to this long after another deployed service's is its caller, not the cause")
     shared: SharedIncident = SharedIncident()
+    context_metrics: tuple[str, ...] = Field(
+        ("requests",), description="metrics that are context, not harm: never blamed on a deploy; a shift of "
+        "one on the same service at the same time makes the blame ambiguous (it might be traffic)")
     metrics: dict[str, MetricPolicy] = Field(default_factory=lambda: dict(DEFAULT_METRIC_POLICIES))
 
     @field_validator("metrics", mode="before")

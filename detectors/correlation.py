@@ -140,6 +140,12 @@ def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
             break
         verdict.also_suspect.append(earlier)
         verdict.ambiguity.append(f"{earlier.version} was deployed only {change.ts - earlier.ts:.0f} s before {change.version}")
+    # the service's own traffic moved at the same time: the shift might be load, not the code
+    for s in shifts:
+        if (s.service == shift.service and s.metric in policy.context_metrics
+                and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s):
+            verdict.ambiguity.append(f"{s.metric} moved too ({s.baseline:.3g} → {s.current:.3g}): it might be traffic")
+            break
     # services that shifted no later than this one, for no deploy of theirs: something else may be going on
     # (those that shifted later are more likely its callers)
     before = sorted({s.service for s in shifts if s.metric == shift.metric and s.service != shift.service

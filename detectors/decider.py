@@ -121,6 +121,8 @@ class Decider:
 
     def _decide(self, shift: Shift, due_ts: float, extended: bool) -> list[Output]:
         policy = self.config.policy
+        if shift.metric in policy.context_metrics:
+            return []  # context for the other shifts (traffic), never harm in itself
         view = self._deploys.view(shift.service, due_ts)
         known = [s for s in self._shifts if s.detected_ts <= due_ts]
         views: dict[str, ServiceView] = {}
@@ -166,7 +168,8 @@ class Decider:
         policy = self.config.policy
         service = shift.service
         # every shift of this service the deploy could explain; the worst one speaks for the incident
-        mine = [s for s in known if s.service == service and blameable(change, s.onset_ts, policy)] or [shift]
+        mine = [s for s in known if s.service == service and blameable(change, s.onset_ts, policy)
+                and s.metric not in policy.context_metrics] or [shift]
         graded = []
         for s in mine:
             spec = self.config.spec_for(s.metric)
