@@ -44,10 +44,10 @@ class MetricPolicy(_Frozen):
     baseline/current where down is bad (health 100% → 50% is a factor 2).
     """
 
-    act_ratio: float = Field(1.2, ge=1.0, description="below this factor: alert only, no decision")
-    clear_ratio: float = Field(3.0, ge=1.0, description="at or above: clear-cut (auto rolls back)")
-    clear_within_s: float = Field(300.0, gt=0, description="onset at most this long after the deploy to be clear-cut")
-    min_delta: float = Field(0.0, ge=0, description="absolute change needed to be clear-cut (e.g. 0.002 = 0.2 points of error rate)")
+    act_ratio: float = Field(default=1.2, ge=1.0, description="below this factor: alert only, no decision")
+    clear_ratio: float = Field(default=3.0, ge=1.0, description="at or above: clear-cut (auto rolls back)")
+    clear_within_s: float = Field(default=300.0, gt=0, description="onset at most this long after the deploy to be clear-cut")
+    min_delta: float = Field(default=0.0, ge=0, description="absolute change needed to be clear-cut (e.g. 0.002 = 0.2 points of error rate)")
 
     @model_validator(mode="after")
     def _ordered(self) -> MetricPolicy:
@@ -59,10 +59,10 @@ class MetricPolicy(_Frozen):
 class MetricPolicyOverride(_Frozen):
     """A per-service override: only the fields given replace the global ones."""
 
-    act_ratio: float | None = Field(None, ge=1.0)
-    clear_ratio: float | None = Field(None, ge=1.0)
-    clear_within_s: float | None = Field(None, gt=0)
-    min_delta: float | None = Field(None, ge=0)
+    act_ratio: float | None = Field(default=None, ge=1.0)
+    clear_ratio: float | None = Field(default=None, ge=1.0)
+    clear_within_s: float | None = Field(default=None, gt=0)
+    min_delta: float | None = Field(default=None, ge=0)
 
 
 GENERIC_METRIC_POLICY = MetricPolicy()
@@ -86,11 +86,11 @@ class SharedIncident(_Frozen):
     detection for the others to show (once; it is deterministic in event time).
     """
 
-    min_services: int = Field(3, ge=2)
-    min_fraction: float = Field(0.5, gt=0, le=1)
-    within_s: float = Field(120.0, gt=0)
-    suspect_services: int = Field(3, ge=2)
-    hold_s: float = Field(60.0, ge=0)
+    min_services: int = Field(default=3, ge=2)
+    min_fraction: float = Field(default=0.5, gt=0, le=1)
+    within_s: float = Field(default=120.0, gt=0)
+    suspect_services: int = Field(default=3, ge=2)
+    hold_s: float = Field(default=60.0, ge=0)
 
 
 class PolicyConfig(_Frozen):
@@ -98,14 +98,13 @@ class PolicyConfig(_Frozen):
 
     mode: Mode = "auto"
     _mode_off = field_validator("mode", mode="before")(_yaml_off)
-    window_s: float = Field(1800.0, gt=0, description="a deploy is blamed for onsets up to this long after it")
-    onset_slack_s: float = Field(10.0, ge=0, description="onset estimates up to this long before the deploy still count as after it (clock skew, sample quantisation)")
-    clean_s: float = Field(600.0, gt=0, description="a version that ran this long without blame is known good")
-    succession_s: float = Field(120.0, ge=0, description="two deploys of a service this close: blame is ambiguous")
-    follow_s: float = Field(300.0, ge=0, description="a service whose shift started up to this long after another deployed service's is its caller, not the cause")
-    shared: SharedIncident = SharedIncident()
-    context_metrics: tuple[str, ...] = Field(
-        ("requests",), description="metrics that are context, not harm: never blamed on a deploy; a shift of "
+    window_s: float = Field(default=1800.0, gt=0, description="a deploy is blamed for onsets up to this long after it")
+    onset_slack_s: float = Field(default=10.0, ge=0, description="onset estimates up to this long before the deploy still count as after it (clock skew, sample quantisation)")
+    clean_s: float = Field(default=600.0, gt=0, description="a version that ran this long without blame is known good")
+    succession_s: float = Field(default=120.0, ge=0, description="two deploys of a service this close: blame is ambiguous")
+    follow_s: float = Field(default=300.0, ge=0, description="a service whose shift started up to this long after another deployed service's is its caller, not the cause")
+    shared: SharedIncident = Field(default_factory=SharedIncident)
+    context_metrics: tuple[str, ...] = Field(default=("requests",), description="metrics that are context, not harm: never blamed on a deploy; a shift of "
         "one on the same service at the same time makes the blame ambiguous (it might be traffic)")
     metrics: dict[str, MetricPolicy] = Field(default_factory=lambda: dict(DEFAULT_METRIC_POLICIES))
 
@@ -134,12 +133,12 @@ class BackoutConfig(_Frozen):
     """Everything the core needs; the live worker and the backtest load the same file."""
 
     metrics: dict[str, MetricSpec] = Field(default_factory=lambda: dict(DEFAULT_SPECS))
-    policy: PolicyConfig = PolicyConfig()
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
     services: dict[str, ServicePolicy] = Field(default_factory=dict)
-    watermark_interval_s: float = Field(5.0, gt=0)
-    hold_s: float = Field(20.0, ge=0, description="an anomaly is decided this long (event time) after detection")
-    idle_s: float = Field(300.0, gt=0, description="a metrics partition this far behind the others stops holding time back")
-    deploy_lateness_s: float = Field(15.0, ge=0, description="how late a deploy record may be read, behind the metrics, and still be joined")
+    watermark_interval_s: float = Field(default=5.0, gt=0)
+    hold_s: float = Field(default=20.0, ge=0, description="an anomaly is decided this long (event time) after detection")
+    idle_s: float = Field(default=300.0, gt=0, description="a metrics partition this far behind the others stops holding time back")
+    deploy_lateness_s: float = Field(default=15.0, ge=0, description="how late a deploy record may be read, behind the metrics, and still be joined")
 
     @field_validator("metrics", mode="before")
     @classmethod

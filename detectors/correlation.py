@@ -120,7 +120,7 @@ def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
         return verdict
 
     # 2. did another service that deployed move first? Then we are its caller.
-    own_first = _first_onset(shift.service, change, shifts, policy, default=shift.onset_ts)
+    own_first = _first_onset(shift.service, change, shifts, policy, default=None) or shift.onset_ts
     for other in sorted({s.service for s in shifts} - {shift.service}):
         other_view = views(other)
         for other_change in reversed(other_view.changes):

@@ -31,7 +31,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from backout.contracts import Alert, Anomaly, Decision, Deploy, Severity, Watermark
+from backout.contracts import Action, Alert, Anomaly, Decision, Deploy, Severity, Watermark
 from detectors import wording
 from detectors.config import BackoutConfig
 from detectors.correlation import Shift, Verdict, adverse_factor, blameable, correlate
@@ -204,7 +204,7 @@ class Decider:
             return self._emit(incident, "escalate", service, change, view, None, a.confidence, text,
                               evidence, due_ts, mode)
         self._deploys.mark_bad(service, change.version)
-        action = a.would or "request_approval"
+        action: Action = a.would or "request_approval"
         if mode == "off":
             verb = "roll back" if action == "rollback" else "ask to roll back"
             text = (f"{what} {wording.duration(lag_s)} after the deployment of {change.version} to {service}. "
@@ -235,7 +235,7 @@ class Decider:
         return self._emit(incident, "escalate", shift.service, change, view, None, confidence, text,
                           evidence, due_ts, mode)
 
-    def _emit(self, incident: str, action: str, service: str, change: Change, view: ServiceView,
+    def _emit(self, incident: str, action: Action, service: str, change: Change, view: ServiceView,
               target: str | None, confidence: float, text: str, evidence: list[dict[str, Any]],
               due_ts: float, mode: str) -> list[Output]:
         if mode == "off":  # decide and alert, never act

@@ -43,7 +43,7 @@ from typing import Any
 import click
 import numpy as np
 
-from backout.contracts import Deploy, Metric, encode
+from backout.contracts import Deploy, Metric, Target, encode
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 METRICS = ("requests", "error_rate", "latency_p95", "health")
@@ -142,7 +142,7 @@ class World:
                 version = f"v{major}.{minor}.{patch + 1}"
         targets = self.good_targets(service, ts)
         deploy_id = f"{service}-{self.counter:03d}"
-        target = {"kind": "kubernetes", "namespace": "shop", "name": service}
+        target = Target.model_validate({"kind": "kubernetes", "namespace": "shop", "name": service})
         if status_rolled_back:
             self.bad.add((service, prev))
             records = [Deploy(ts=ts, service=service, deploy_id=deploy_id, version=version,
@@ -379,7 +379,7 @@ def _series(w: World, p: Profile, offset_s: float) -> dict[str, tuple[np.ndarray
 
 def _records(w: World, metrics: tuple[str, ...]) -> list[Metric | Deploy]:
     rng = w.rng
-    rows: list[tuple[float, int, Metric | Deploy]] = []
+    rows: list[tuple[float, int, Metric]] = []
     for p in w.services:
         offset = float(rng.uniform(0, w.step_s))
         series = _series(w, p, offset)
@@ -390,21 +390,22 @@ def _records(w: World, metrics: tuple[str, ...]) -> list[Metric | Deploy]:
             keep[i:i + int(rng.integers(3, 12))] = False
         for metric in metrics:
             ts, values, counts = series[metric]
-            for i in np.flatnonzero(keep):
-                rec = Metric(ts=round(float(ts[i]), 3), service=p.name, metric=metric,
+            for k in np.flatnonzero(keep):
+                i = int(k)
+                sample = Metric(ts=round(float(ts[i]), 3), service=p.name, metric=metric,
                              value=round(float(values[i]), 6),
                              count=None if counts is None else float(counts[i]), labels={"env": "prod"})
-                rows.append((rec.ts, 0, rec))
+                rows.append((sample.ts, 0, sample))
     rows.sort(key=lambda r: (r[0], r[1]))
-    records = [r[2] for r in rows]
+    records: list[Metric | Deploy] = [r[2] for r in rows]
     n = len(records)
     for _ in range(int(n * 0.001)):  # duplicates: a retried send
         i = int(rng.integers(0, n - 1))
         records.insert(i + 1, records[i])
     for _ in range(int(n * 0.001)):  # out of order: a sample held back behind later ones of its stream
         i = int(rng.integers(0, len(records) - 200))
-        rec = records.pop(i)
-        records.insert(i + int(rng.integers(60, 200)), rec)
+        held = records.pop(i)
+        records.insert(i + int(rng.integers(60, 200)), held)
     # deploy records come from another system: read up to 10 s late, slotted in by read time
     deploys = sorted(((d.ts + float(rng.uniform(0, 10)), d) for d in w.deploys), key=lambda x: x[0])
     out: list[Metric | Deploy] = []
@@ -469,7 +470,8 @@ def demo_scenario(seed: int = 7) -> list[Metric | Deploy]:
     records, labels = scenario(seed, kinds=["good", "bad_error"], hours=1.0, services=4,
                                warmup_s=1500.0, spacing_s=600.0, tail_s=900.0)
     by_id = {d["deploy_id"]: d["label"] for d in labels["deploys"]}
-    return [Deploy(**r.model_dump(), label=by_id[r.deploy_id]) if isinstance(r, Deploy) else r for r in records]
+    return [Deploy.model_validate({**r.model_dump(), "label": by_id[r.deploy_id]}) if isinstance(r, Deploy) else r
+            for r in records]
 
 
 @click.command()
