@@ -1,0 +1,149 @@
+"""Gauges (latency, health, any level): Gaussian CUSUM LLRs on robustly standardised values.
+
+The tested value is ``y = ln(value)`` for log-scale gauges (latency noise is
+multiplicative, and a ratio ``min_ratio`` is then a fixed shift ``ln(min_ratio)``)
+or ``y = value``. Against the baseline mean ``mu`` and scale ``sigma`` (floored
+at ``min_sigma``: a health of exactly 1.0 has no noise to standardise by), the
+LLR of a shift of ``delta`` sigmas in direction ``sign`` is::
+
+    llr = (sign * delta * z - delta**2 / 2) / v,   z = (y - mu) / sigma
+
+where ``v = (1 + rho) / (1 - rho)`` is the long-run variance inflation of AR(1)
+noise with lag-1 autocorrelation rho: sums of n correlated residuals vary v
+times more than independent ones, so dividing by v keeps the CUSUM calibrated
+(quasi-likelihood). The bank tests ``delta_1 * g`` for ``g`` in ``shift_grid``,
+with ``delta_1`` the minimum effect in sigmas (at least ``min_shift_sigma``):
+a CUSUM is near-optimal for shifts near its design, so a small design catches
+small harmful shifts while the large ones catch big shifts in k+1 samples.
+
+Everything is linear in y, ``llr = A * y + B``; :meth:`GaussianModel.designs`
+returns ``(sign, A, B, h)`` rows, recomputed by the monitor every few samples.
+
+>>> from detectors.spec import spec_for
+>>> m = GaussianModel(spec_for("latency_p95"))
+>>> for v in [0.20, 0.21, 0.19, 0.20, 0.22, 0.18] * 5:
+...     m.learn(*m.transform(v, None)[:2], clip=0.0)
+>>> [(s, round(a, 2), round(h, 2)) for s, a, _, h in m.designs(3)]
+[(1, 43.46, 10.7), (1, 108.65, 7.56), (1, 260.77, 0.5)]
+"""
+
+from __future__ import annotations
+
+import math
+
+from detectors.calibration import threshold
+from detectors.spec import MetricSpec
+from detectors.stats import EWStats
+
+TINY = 1e-12
+
+
+def _q_threshold(arl0: float, delta: float) -> float:
+    """threshold() on delta rounded to 2% steps, memoised: the monitor recalibrates often."""
+    q = round(math.log(delta) * 50.0)
+    return _cached(arl0, q)
+
+
+_CACHE: dict[tuple[float, int], float] = {}
+
+
+def _cached(arl0: float, q: int) -> float:
+    key = (arl0, q)
+    h = _CACHE.get(key)
+    if h is None:
+        h = _CACHE[key] = threshold(arl0, math.exp(q / 50.0))
+    return h
+
+
+class GaussianModel:
+    """Baseline and LLR coefficients of a gauge (see module doc)."""
+
+    detector = "gauge_cusum"
+
+    def __init__(self, spec: MetricSpec) -> None:
+        self.spec = spec
+        self.detector = "health_cusum" if spec.kind == "health" else "gauge_cusum"
+        self._log = spec.log_scale and spec.kind != "health"
+        self._reset()
+
+    def _reset(self) -> None:
+        self.stats = EWStats(self.spec.baseline_halflife_samples)
+
+    def transform(self, value: float, count: float | None) -> tuple[float, float, float]:
+        """(y, w, scale) of one sample: the tested value, its weight, the LLR divisor."""
+        if self._log:
+            return math.log(value if value > TINY else TINY), 1.0, 1.0
+        return value, 1.0, 1.0
+
+    def learn(self, y: float, w: float, clip: float) -> None:
+        self.stats.update(y, clip)
+
+    @property
+    def sigma(self) -> float:
+        return max(math.sqrt(self.stats.var), self.spec.min_sigma, TINY)
+
+    def _floor(self, sign: int) -> float:
+        """The minimum effect in tested units (>= 0)."""
+        r = self.spec.min_ratio
+        if self._log:
+            return math.log(r)
+        mu = abs(self.stats.mean)
+        return mu * (r - 1.0) if sign > 0 else mu * (1.0 - 1.0 / r)
+
+    def designs(self, m: int) -> list[tuple[int, float, float, float]]:
+        """(sign, A, B, h) per test: ``llr = A*y + B``; h calibrated for m tests sharing arl0."""
+        spec, mu, sigma = self.spec, self.stats.mean, self.sigma
+        rho = self.stats.rho
+        v = (1.0 + rho) / (1.0 - rho)
+        out = []
+        for sign in _signs(spec.direction):
+            d1 = max(self._floor(sign) / sigma, spec.min_shift_sigma)
+            for g in spec.shift_grid:
+                d = d1 * g
+                a = sign * d / (sigma * v)
+                out.append((sign, a, -a * mu - d * d / (2.0 * v), _q_threshold(m * spec.arl0, d / math.sqrt(v))))
+        return out
+
+    def gate(self, sy: float, sw: float, sign: int) -> bool:
+        """Is the excursion's level at least the minimum effect away, in the tested direction?"""
+        if sw <= 0.0:
+            return False
+        diff = sign * (sy / sw - self.stats.mean)
+        return diff > 0.0 and diff >= self._floor(sign)
+
+    def value(self, y: float) -> float:
+        """A tested value back in the metric's units."""
+        return math.exp(y) if self._log else y
+
+    def level(self, sy: float, sw: float) -> float:
+        return self.value(sy / sw) if sw > 0 else self.baseline
+
+    @property
+    def baseline(self) -> float:
+        return self.value(self.stats.mean)
+
+    def recovery(self, sy: float, sw: float, sign: int) -> tuple[float, float, float]:
+        """(A, B, h) of the test 'back from the shifted level to halfway towards the baseline'."""
+        ya = sy / sw if sw > 0 else self.stats.mean
+        sigma = self.sigma
+        rho = self.stats.rho
+        v = (1.0 + rho) / (1.0 - rho)
+        mid = 0.5 * (ya + self.stats.mean)
+        d = max(abs(ya - mid) / sigma, 0.25)
+        a = (mid - ya) / (sigma * sigma * v) if mid != ya else -sign * d / (sigma * v)
+        return a, -a * 0.5 * (mid + ya), _q_threshold(self.spec.arl0, d / math.sqrt(v))
+
+    def rebase(self, sy: float, sw: float) -> None:
+        """Accept the level of (sy, sw) as the new normal."""
+        if sw > 0:
+            self.stats.mean = sy / sw
+
+    def to_state(self) -> list[float]:
+        return self.stats.to_state()
+
+    def load(self, state: list[float]) -> None:
+        self.stats = EWStats.from_state(state, self.spec.baseline_halflife_samples)
+
+
+def _signs(direction: str) -> tuple[int, ...]:
+    return (1,) if direction == "up" else (-1,) if direction == "down" else (1, -1)

@@ -1,0 +1,241 @@
+"""Windowed statistics + detector bank for one (service, metric): :class:`MetricMonitor`.
+
+One monitor per stream; the Faust worker keeps ``to_state()`` in a changelog
+table and rebuilds it with ``from_state()``. Everything runs in event time
+(``sample.ts``); nothing reads a clock.
+
+Life of a stream:
+
+1. **Warm-up** (``warmup_samples``): the baseline is learnt, nothing is tested.
+2. **Watching**: each sample feeds the bank of trimmed CUSUMs of its kind
+   (:mod:`detectors.binomial` for rates with counts, :mod:`detectors.gaussian`
+   for gauges and health), one per design shift and direction, calibrated from
+   ``arl0`` (:mod:`detectors.calibration`) and recalibrated every
+   ``RECALIBRATE_SAMPLES`` samples as the baseline moves. A shift is confirmed
+   when a test's trimmed statistic (its evidence without the k strongest
+   samples, :mod:`detectors.cusum`) reaches its threshold *and* the level of
+   the excursion is at least ``min_ratio`` away from the baseline in the bad
+   direction. The baseline learns from every sample (winsorised at 4 sigma),
+   except while a shift is suspected (a test past half its threshold with the
+   minimum effect): a fault must not become the norm while it is being tested.
+   A significant but harmless shift (below ``min_ratio``) does not freeze the
+   baseline, which then absorbs it slowly; that is also how daily swings are
+   followed.
+3. **Alarmed**: exactly one :class:`~backout.contracts.Anomaly` was emitted.
+   Nothing more fires while the shift lasts. The baseline is frozen; a
+   recovery test (a CUSUM for "back halfway to the baseline", same
+   calibration) ends the alarm when the metric recovers. If the shift lasts
+   ``accept_s`` (event seconds) it is accepted as the new normal: the baseline
+   jumps to the recent level. Either way the monitor watches again and a
+   later shift fires again.
+
+Input policy:
+
+* ``ts`` equal to the newest sample's: :class:`~backout.errors.DuplicateSample`;
+  older: :class:`~backout.errors.OutOfOrderSample` (also for re-sent older
+  samples: only the newest ts is remembered, which keeps the state compact).
+  The state is untouched; the caller dead-letters the sample.
+* Gaps are detected from ts, not from an assumed interval: after a gap longer
+  than ``max_gap_s`` the evidence of pending shifts is dropped (a shift is
+  "sustained" only over contiguous data); baseline and alarm are kept. Tests
+  count samples, not seconds, so a slower exporter only makes detection slower
+  in seconds.
+* A rate sample with ``count == 0`` carries no evidence and is skipped; one
+  without ``count`` is weighed as the stream's mean count (see binomial).
+* ``enabled=False`` specs (``requests``): samples are checked and recorded,
+  never tested.
+
+Anomaly fields: ``onset_ts`` is the ts of the excursion's first sample (the
+CUSUM's last zero), ``detected_ts = ts`` the confirming sample's,
+``baseline``/``current`` in the metric's units (``current`` = the excursion's
+level without its k strongest samples; rates count-weighted),
+``ratio = current / baseline``, ``score`` = trimmed statistic / threshold
+(>= 1; a log-likelihood-ratio multiple of what ARL0 requires). Extra fields:
+``direction`` ("up"/"down" as observed), ``kind``, ``samples`` (excursion length).
+
+>>> from backout.contracts import Metric
+>>> from detectors.spec import spec_for
+>>> mon = MetricMonitor("checkout", "error_rate", spec_for("error_rate"))
+>>> rates = [0.005, 0.004, 0.006, 0.005] * 15 + [0.05] * 5
+>>> out = [mon.update(Metric(ts=1e9 + 10 * i, service="checkout", metric="error_rate",
+...                          value=r, count=2000)) for i, r in enumerate(rates)]
+>>> [i for i, a in enumerate(out) if a is not None]  # the 3rd shifted sample: k = 2 never confirm
+[62]
+>>> a = out[62]; (a.detector, a.onset_ts - 1e9, a.detected_ts - 1e9, round(a.ratio, 1), mon.alarmed)
+('binomial_cusum', 600.0, 620.0, 10.0, True)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backout.contracts import Anomaly, Metric
+from backout.errors import DuplicateSample, OutOfOrderSample
+from detectors.binomial import BinomialModel
+from detectors.cusum import TrimmedCusum
+from detectors.gaussian import GaussianModel
+from detectors.spec import MetricSpec
+
+RECALIBRATE_SAMPLES = 16
+LEVEL_HALFLIFE = 20.0  # samples: the "recent level" an accepted shift is rebased to
+STATE_VERSION = 1
+
+
+class MetricMonitor:
+    """Windowed statistics + detector bank for one (service, metric)."""
+
+    def __init__(self, service: str, metric: str, spec: MetricSpec) -> None:
+        if not isinstance(spec, MetricSpec):
+            raise TypeError(f"spec must be a MetricSpec, got {type(spec).__name__}")
+        self.service = service
+        self.metric = metric
+        self.spec = spec
+        self._reset()
+
+    def _reset(self) -> None:
+        spec = self.spec
+        self._model = BinomialModel(spec) if spec.kind == "rate" else GaussianModel(spec)
+        self._last_ts = 0.0
+        self._n = 0  # samples learnt or tested
+        self._since = 0  # samples since the last calibration
+        self._designs: list[tuple[int, float, float, float]] = []
+        self._bank: list[TrimmedCusum] = []
+        self._alarm: list[Any] | None = None  # [alarm_ts, sign, level_y, level_w, A, B, h]
+        self._recovery = TrimmedCusum(spec.spike_samples)
+
+    @property
+    def alarmed(self) -> bool:
+        """Currently in a confirmed shift."""
+        return self._alarm is not None
+
+    def update(self, sample: Metric) -> Anomaly | None:
+        """Feed one sample; return an Anomaly when a sustained shift is confirmed (once per shift)."""
+        ts = sample.ts
+        last = self._last_ts
+        if ts <= last:
+            what = DuplicateSample if ts == last else OutOfOrderSample
+            kind = "duplicate" if ts == last else "out-of-order"
+            raise what(f"{kind} sample of {self.service}/{self.metric}: ts {ts!r}, "
+                       f"the stream's newest ts is {last!r}; samples must arrive once, in event-time order")
+        self._last_ts = ts
+        if not self.spec.enabled:
+            return None
+        model = self._model
+        y, w, scale = model.transform(sample.value, sample.count)
+        if w <= 0.0:
+            return None
+        gap = last > 0.0 and ts - last > self.spec.max_gap_s
+        if self._n < self.spec.warmup_samples:
+            model.learn(y, w, 0.0)
+            self._n += 1
+            if self._n == self.spec.warmup_samples:
+                self._calibrate()
+            return None
+        self._n += 1
+        if gap:
+            for c in self._bank:
+                c.clear()
+            self._recovery.clear()
+        if self._alarm is not None:
+            self._watch_recovery(y, w, scale, ts)
+            return None
+        return self._test(sample, y, w, scale, ts)
+
+    def _test(self, sample: Metric, y: float, w: float, scale: float, ts: float) -> Anomaly | None:
+        model = self._model
+        k2 = self.spec.spike_samples + 2
+        best = -1
+        best_score = 0.0
+        freeze = False
+        for j, (sign, a, b, h) in enumerate(self._designs):
+            llr = (a * y + b * w) / scale
+            if llr > h:
+                llr = h
+            c = self._bank[j]
+            t = c.update(llr, y, w, ts, k2 * h)
+            if c.s >= 0.5 * h:  # suspected (untrimmed: the first k samples of a shift count here)
+                sy, sw = c.level()
+                if model.gate(sy, sw, sign):
+                    freeze = True
+                    if t >= h and t / h > best_score:
+                        best, best_score = j, t / h
+        if best >= 0:
+            return self._fire(best, best_score, ts)
+        if not freeze:
+            model.learn(y, w, 4.0)
+            self._since += 1
+            if self._since >= RECALIBRATE_SAMPLES:
+                self._calibrate()
+        return None
+
+    def _fire(self, j: int, score: float, ts: float) -> Anomaly:
+        model, c = self._model, self._bank[j]
+        sign = self._designs[j][0]
+        sy, sw = c.level()
+        base = model.baseline
+        current = model.level(sy, sw)
+        ratio = current / base if base != 0.0 else 0.0
+        anomaly = Anomaly(ts=ts, service=self.service, metric=self.metric, detector=model.detector,
+                          onset_ts=c.onset_ts, detected_ts=ts, baseline=base, current=current,
+                          ratio=ratio, score=score, direction="up" if sign > 0 else "down",
+                          kind=self.spec.kind, samples=c.samples)
+        n = c.samples
+        for other in self._bank:
+            other.clear()
+        if self.spec.accept_s <= 0.0:  # every shift is the new normal at once (segmentation use)
+            model.rebase(sy, sw)
+            self._calibrate()
+            return anomaly
+        ra, rb, rh = model.recovery(sy, sw, sign)
+        self._alarm = [ts, sign, sy / n, sw / n, ra, rb, rh]
+        self._recovery.clear()
+        return anomaly
+
+    def _watch_recovery(self, y: float, w: float, scale: float, ts: float) -> None:
+        alarm = self._alarm
+        assert alarm is not None
+        decay = 1.0 - 1.0 / LEVEL_HALFLIFE
+        alarm[2] = decay * alarm[2] + (1.0 - decay) * y
+        alarm[3] = decay * alarm[3] + (1.0 - decay) * w
+        rh = alarm[6]
+        llr = (alarm[4] * y + alarm[5] * w) / scale
+        t = self._recovery.update(llr if llr < rh else rh, y, w, ts, (self.spec.spike_samples + 2) * rh)
+        if t >= rh:  # recovered: watch again against the old baseline
+            self._alarm = None
+        elif ts - alarm[0] >= self.spec.accept_s:  # the new normal
+            self._model.rebase(alarm[2], alarm[3])
+            self._alarm = None
+        else:
+            return
+        self._recovery.clear()
+        self._calibrate()
+
+    def _calibrate(self) -> None:
+        self._since = 0
+        m = len(self.spec.shift_grid) * (2 if self.spec.direction == "both" else 1)
+        self._designs = self._model.designs(m)
+        if len(self._bank) != len(self._designs):
+            self._bank = [TrimmedCusum(self.spec.spike_samples) for _ in self._designs]
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def to_state(self) -> dict:
+        """A compact JSON-serialisable dict; :meth:`from_state` restores the monitor exactly."""
+        return {"v": STATE_VERSION, "s": self.service, "m": self.metric, "ts": self._last_ts,
+                "n": self._n, "i": self._since, "b": self._model.to_state(),
+                "d": [list(d) for d in self._designs], "c": [c.to_state() for c in self._bank],
+                "a": self._alarm, "r": self._recovery.to_state()}
+
+    @classmethod
+    def from_state(cls, state: dict, spec: MetricSpec) -> MetricMonitor:
+        if state.get("v") != STATE_VERSION:
+            raise ValueError(f"monitor state version {state.get('v')!r} is not {STATE_VERSION}")
+        mon = cls(state["s"], state["m"], spec)
+        mon._last_ts = float(state["ts"])
+        mon._n, mon._since = int(state["n"]), int(state["i"])
+        mon._model.load(state["b"])
+        mon._designs = [(int(d[0]), float(d[1]), float(d[2]), float(d[3])) for d in state["d"]]
+        mon._bank = [TrimmedCusum.from_state(c, spec.spike_samples) for c in state["c"]]
+        mon._alarm = None if state["a"] is None else [float(v) for v in state["a"]]
+        mon._recovery = TrimmedCusum.from_state(state["r"], spec.spike_samples)
+        return mon
