@@ -17,7 +17,8 @@ is discounted more than a quiet one's.
 The bank tests ``r = min_ratio ** g`` for ``g`` in ``shift_grid`` (1.5, 2.75,
 11.4 at the defaults): a 2x, 3x or 10x shift is each within a few per cent of
 the optimal CUSUM for its size. Thresholds come from ARL0 through the null drift:
-``delta**2 = 2 * n_mean * KL(p0 || p1) / phi`` (:mod:`detectors.calibration`).
+``delta**2 = 2 * n_mean * KL(p0 || p1) / phi``, without the Gaussian overshoot
+correction, which does not hold for lattice-valued count LLRs (:mod:`detectors.calibration`).
 
 A sample without ``count`` is weighed as the stream's mean count, or
 ``spec.default_count`` if the stream never had one: the same test, with a
@@ -28,15 +29,15 @@ guessed amount of evidence (the LLR still needs the rate to move by
 >>> m = BinomialModel(spec_for("error_rate"))
 >>> for _ in range(40):
 ...     m.learn(*m.transform(0.005, 2000.0)[:2], clip=0.0)
->>> [(round(a, 3), round(b, 5), round(h, 2)) for _, a, b, h in m.designs(3)]
-[(0.408, -0.00249, 10.95), (1.022, -0.00878, 10.15), (2.486, -0.05309, 2.21)]
+>>> [(round(a, 3), round(b, 5), round(h, 2)) for _, a, b, h, _, _ in m.designs(3)]
+[(0.408, -0.0025, 12.56), (1.022, -0.00882, 12.61), (2.486, -0.05334, 12.61)]
 """
 
 from __future__ import annotations
 
 import math
 
-from detectors.gaussian import _q_threshold, _signs
+from detectors.gaussian import HUBER, _q_threshold, _signs
 from detectors.spec import MetricSpec
 from detectors.stats import EWRate
 
@@ -91,8 +92,13 @@ class BinomialModel:
         phi = 1.0 + (n - 1.0) * self.rate.rho
         return a - b, b, math.sqrt(max(2.0 * n * _kl(p0, p1) / phi, 1e-12))
 
-    def designs(self, m: int) -> list[tuple[int, float, float, float]]:
-        """(sign, A, B, h) per test: ``llr = (A*x + B*n) / phi``; h calibrated for m tests."""
+    def designs(self, m: int) -> list[tuple[int, float, float, float, float, float]]:
+        """(sign, A, B, h, c1, c2) per test: ``llr = (A*x + B*n) / phi``; h calibrated for m tests.
+
+        One sample's llr is capped (Huber) at ``(c1*n + c2*sqrt(n*phi)) / phi``: its mean under
+        the design rate plus 4 standard deviations, so a burst of errors in a quiet
+        stream counts like a plausible sample of the shift, not like 1000 of them.
+        """
         p0 = min(self.rate.p, P_MAX / 2)
         out = []
         for sign in _signs(self.spec.direction):
@@ -100,7 +106,9 @@ class BinomialModel:
                 r = self._ratio(g)
                 p1 = min(p0 * r, P_MAX) if sign > 0 else p0 / r
                 a, b, delta = self._coefs(p0, p1)
-                out.append((sign, a, b, _q_threshold(m * self.spec.arl0, delta)))
+                c1 = _kl(p1, p0)
+                c2 = HUBER * abs(a) * math.sqrt(p1 * (1.0 - p1))
+                out.append((sign, a, b, _q_threshold(m * self.spec.arl0, delta, overshoot=False), c1, c2))
         return out
 
     def gate(self, sy: float, sw: float, sign: int) -> bool:
@@ -125,7 +133,7 @@ class BinomialModel:
         if abs(math.log(pa / p0)) < 0.05:  # no real shift to come back from: any movement counts
             pm = pa / 1.1 if sign > 0 else min(pa * 1.1, P_MAX)
         a, b, delta = self._coefs(pa, pm)
-        return a, b, _q_threshold(self.spec.arl0, delta)
+        return a, b, _q_threshold(self.spec.arl0, delta, overshoot=False)
 
     def rebase(self, sy: float, sw: float) -> None:
         """Accept the rate of (sy, sw) as the new normal."""

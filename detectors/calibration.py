@@ -43,21 +43,29 @@ SIEGMUND_OVERSHOOT = 1.166  # -zeta(1/2)/sqrt(2*pi): the Gaussian overshoot cons
 MIN_THRESHOLD = 0.5  # never below: keeps one ordinary sample from confirming anything
 
 
-def arl0_siegmund(h: float, delta: float) -> float:
-    """Siegmund's approximate in-control run length of a CUSUM with threshold h (LLR units)."""
+def arl0_siegmund(h: float, delta: float, overshoot: bool = True) -> float:
+    """Siegmund's approximate in-control run length of a CUSUM with threshold h (LLR units).
+
+    ``overshoot=False`` drops the overshoot correction, for counts (see :func:`threshold`).
+    """
     if delta <= 0:
         raise ValueError(f"delta must be > 0 (noise sigmas of the design shift), got {delta}")
-    b = h + SIEGMUND_OVERSHOOT * delta
+    b = h + SIEGMUND_OVERSHOOT * delta if overshoot else h
     q = delta * delta / 2.0
     if b > 700:
         return math.inf
     return (math.exp(b) - b - 1.0) / q
 
 
-def threshold(arl0: float, delta: float) -> float:
+def threshold(arl0: float, delta: float, overshoot: bool = True) -> float:
     """The CUSUM threshold h (LLR units) whose ARL0 by Siegmund's formula is ``arl0``.
 
     Solved by bisection (monotone in h), bounded by ``[MIN_THRESHOLD, ln(arl0)]``.
+    ``overshoot=False`` for counts: with few events per sample the LLR moves in
+    lattice jumps (one error at 30 requests is +1.2 for a 10x design), the
+    Gaussian overshoot correction would lower h by ~1.2 delta where the walk does
+    not overshoot at all, and the measured false-alarm rate explodes; without
+    it only the (valid) small-drift prefactor lowers h below ``ln(arl0)``.
     """
     if arl0 <= 1:
         raise ValueError(f"arl0 must be > 1 sample, got {arl0}")
@@ -65,11 +73,13 @@ def threshold(arl0: float, delta: float) -> float:
         raise ValueError(f"delta must be > 0 (noise sigmas of the design shift), got {delta}")
     hi = math.log(arl0)
     lo = 0.0
-    if arl0_siegmund(lo, delta) >= arl0:
+    if arl0_siegmund(lo, delta, overshoot) >= arl0:
         return MIN_THRESHOLD
+    if arl0_siegmund(hi, delta, overshoot) < arl0:
+        return hi  # the exact-LLR bound ARL0 >= exp(h) already suffices
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        if arl0_siegmund(mid, delta) < arl0:
+        if arl0_siegmund(mid, delta, overshoot) < arl0:
             lo = mid
         else:
             hi = mid

@@ -17,13 +17,17 @@ a CUSUM is near-optimal for shifts near its design, so a small design catches
 small harmful shifts while the large ones catch big shifts in k+1 samples.
 
 Everything is linear in y, ``llr = A * y + B``; :meth:`GaussianModel.designs`
-returns ``(sign, A, B, h)`` rows, recomputed by the monitor every few samples.
+returns ``(sign, A, B, h, c1, c2)`` rows, recomputed by the monitor every few
+samples. ``c1 + c2`` caps one sample's llr (Huber): the llr's mean under the
+design shift plus 4 of its standard deviations. A sample beyond that is more
+likely a spike than the design's shift, and the cap keeps a burst of spikes
+from adding up (a larger design in the bank takes over for larger shifts).
 
 >>> from detectors.spec import spec_for
 >>> m = GaussianModel(spec_for("latency_p95"))
 >>> for v in [0.20, 0.21, 0.19, 0.20, 0.22, 0.18] * 5:
 ...     m.learn(*m.transform(v, None)[:2], clip=0.0)
->>> [(s, round(a, 2), round(h, 2)) for s, a, _, h in m.designs(3)]
+>>> [(s, round(a, 2), round(h, 2)) for s, a, _, h, _, _ in m.designs(3)]
 [(1, 43.46, 10.7), (1, 108.65, 7.56), (1, 260.77, 0.5)]
 """
 
@@ -36,23 +40,19 @@ from detectors.spec import MetricSpec
 from detectors.stats import EWStats
 
 TINY = 1e-12
+HUBER = 4.0  # a sample's llr counts at most its mean plus this many sds under the design shift
 
 
-def _q_threshold(arl0: float, delta: float) -> float:
-    """threshold() on delta rounded to 2% steps, memoised: the monitor recalibrates often."""
-    q = round(math.log(delta) * 50.0)
-    return _cached(arl0, q)
-
-
-_CACHE: dict[tuple[float, int], float] = {}
-
-
-def _cached(arl0: float, q: int) -> float:
-    key = (arl0, q)
+def _q_threshold(arl0: float, delta: float, overshoot: bool = True) -> float:
+    """threshold() on delta rounded to 2% steps, memoised (a pure function): monitors recalibrate often."""
+    key = (arl0, round(math.log(delta) * 50.0), overshoot)
     h = _CACHE.get(key)
     if h is None:
-        h = _CACHE[key] = threshold(arl0, math.exp(q / 50.0))
+        h = _CACHE[key] = threshold(arl0, math.exp(key[1] / 50.0), overshoot)
     return h
+
+
+_CACHE: dict[tuple[float, int, bool], float] = {}
 
 
 class GaussianModel:
@@ -90,8 +90,8 @@ class GaussianModel:
         mu = abs(self.stats.mean)
         return mu * (r - 1.0) if sign > 0 else mu * (1.0 - 1.0 / r)
 
-    def designs(self, m: int) -> list[tuple[int, float, float, float]]:
-        """(sign, A, B, h) per test: ``llr = A*y + B``; h calibrated for m tests sharing arl0."""
+    def designs(self, m: int) -> list[tuple[int, float, float, float, float, float]]:
+        """(sign, A, B, h, c1, c2) per test: ``llr = A*y + B``, capped at ``c1 + c2``; h for m tests."""
         spec, mu, sigma = self.spec, self.stats.mean, self.sigma
         rho = self.stats.rho
         v = (1.0 + rho) / (1.0 - rho)
@@ -101,7 +101,8 @@ class GaussianModel:
             for g in spec.shift_grid:
                 d = d1 * g
                 a = sign * d / (sigma * v)
-                out.append((sign, a, -a * mu - d * d / (2.0 * v), _q_threshold(m * spec.arl0, d / math.sqrt(v))))
+                h = _q_threshold(m * spec.arl0, d / math.sqrt(v))
+                out.append((sign, a, -a * mu - d * d / (2.0 * v), h, d * d / (2.0 * v), HUBER * d / math.sqrt(v)))
         return out
 
     def gate(self, sy: float, sw: float, sign: int) -> bool:

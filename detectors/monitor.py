@@ -67,6 +67,7 @@ level without its k strongest samples; rates count-weighted),
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from backout.contracts import Anomaly, Metric
@@ -98,7 +99,7 @@ class MetricMonitor:
         self._last_ts = 0.0
         self._n = 0  # samples learnt or tested
         self._since = 0  # samples since the last calibration
-        self._designs: list[tuple[int, float, float, float]] = []
+        self._designs: list[tuple[int, float, float, float, float, float]] = []
         self._bank: list[TrimmedCusum] = []
         self._alarm: list[Any] | None = None  # [alarm_ts, sign, level_y, level_w, A, B, h]
         self._recovery = TrimmedCusum(spec.spike_samples)
@@ -147,10 +148,14 @@ class MetricMonitor:
         best = -1
         best_score = 0.0
         freeze = False
-        for j, (sign, a, b, h) in enumerate(self._designs):
+        root = math.sqrt(w * scale)
+        for j, (sign, a, b, h, c1, c2) in enumerate(self._designs):
             llr = (a * y + b * w) / scale
-            if llr > h:
-                llr = h
+            cap = (c1 * w + c2 * root) / scale
+            if cap > h:
+                cap = h
+            if llr > cap:
+                llr = cap
             c = self._bank[j]
             t = c.update(llr, y, w, ts, k2 * h)
             if c.s >= 0.5 * h:  # suspected (untrimmed: the first k samples of a shift count here)
@@ -234,7 +239,7 @@ class MetricMonitor:
         mon._last_ts = float(state["ts"])
         mon._n, mon._since = int(state["n"]), int(state["i"])
         mon._model.load(state["b"])
-        mon._designs = [(int(d[0]), float(d[1]), float(d[2]), float(d[3])) for d in state["d"]]
+        mon._designs = [(int(d[0]), *(float(v) for v in d[1:6])) for d in state["d"]]  # type: ignore[misc]
         mon._bank = [TrimmedCusum.from_state(c, spec.spike_samples) for c in state["c"]]
         mon._alarm = None if state["a"] is None else [float(v) for v in state["a"]]
         mon._recovery = TrimmedCusum.from_state(state["r"], spec.spike_samples)

@@ -134,7 +134,7 @@ class EWRate:
                 self.rho += a * (est - self.rho)
                 if self.rho < 0.0:
                     self.rho = 0.0
-        decay = 1.0 - a
+        decay = 1.0 - self._alpha  # sums need no warm-up correction: the ratio is already an average
         self.events = decay * self.events + x
         self.trials = decay * self.trials + n
         self.mean_count += a * (n - self.mean_count)

@@ -1,0 +1,214 @@
+"""MetricMonitor: sustained shifts fire once, spikes never; input policy; exact state round-trip."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backout.contracts import Metric
+from backout.errors import DuplicateSample, OutOfOrderSample
+from detectors.monitor import MetricMonitor
+from detectors.spec import DEFAULT_SPECS, MetricSpec, spec_for
+
+T0 = 1_767_225_600.0
+
+
+def feed(mon, values, counts=None, start=0, step_s=10.0):
+    """Feed values (with counts) from sample index ``start``; return [(index, anomaly)]."""
+    out = []
+    for i, v in enumerate(values, start):
+        c = None if counts is None else (counts[i - start] if isinstance(counts, list) else counts)
+        a = mon.update(Metric(ts=T0 + step_s * i, service="svc", metric=mon.metric, value=v, count=c))
+        if a is not None:
+            out.append((i, a))
+    return out
+
+
+def noisy_rates(rng, p, n, size):
+    return [sum(rng.random() < p for _ in range(n)) / n for _ in range(size)]
+
+
+def monitor(metric):
+    return MetricMonitor("svc", metric, spec_for(metric))
+
+
+def test_error_rate_10x_at_200_rps_is_caught_in_three_intervals():
+    rng = random.Random(1)
+    mon = monitor("error_rate")
+    rates = noisy_rates(rng, 0.005, 2000, 200) + noisy_rates(rng, 0.05, 2000, 20)
+    fired = feed(mon, rates, 2000.0)
+    assert [i for i, _ in fired] == [202]
+    a = fired[0][1]
+    assert a.onset_ts == T0 + 2000.0 and a.detected_ts == a.ts == T0 + 2020.0
+    assert a.detector == "binomial_cusum" and a.direction == "up" and a.score >= 1.0
+    assert a.baseline == pytest.approx(0.005, rel=0.15) and a.ratio == pytest.approx(10, rel=0.2)
+    assert mon.alarmed
+
+
+def test_fires_once_per_shift_and_again_after_recovery():
+    rng = random.Random(2)
+    mon = monitor("error_rate")
+    rates = (noisy_rates(rng, 0.01, 500, 100) + noisy_rates(rng, 0.05, 500, 60)
+             + noisy_rates(rng, 0.01, 500, 60) + noisy_rates(rng, 0.05, 500, 30))
+    fired = [i for i, _ in feed(mon, rates, 500.0)]
+    assert len(fired) == 2 and 100 <= fired[0] <= 104 and 220 <= fired[1] <= 224
+    assert mon.alarmed
+
+
+def test_a_lasting_shift_becomes_the_new_normal():
+    spec = spec_for("latency_p95").model_copy(update={"accept_s": 600.0})
+    mon = MetricMonitor("svc", "latency_p95", spec)
+    rng = random.Random(3)
+    lat = [0.2 * (1 + rng.gauss(0, 0.05)) for _ in range(100)] + [0.4 * (1 + rng.gauss(0, 0.05)) for _ in range(200)]
+    lat += [0.8 * (1 + rng.gauss(0, 0.05)) for _ in range(20)]
+    fired = [i for i, _ in feed(mon, lat)]
+    assert fired[0] in (102, 103) and len(fired) == 2 and 302 <= fired[1] <= 304
+    assert fired[0] + 60 < 300  # accepted after 600 s: the 2x level was the norm when the next shift came
+
+
+def test_significant_but_harmless_shift_is_ignored():
+    rng = random.Random(4)
+    mon = monitor("latency_p95")
+    lat = [0.2 * (1 + rng.gauss(0, 0.02)) for _ in range(100)] + [0.22 * (1 + rng.gauss(0, 0.02)) for _ in range(300)]
+    assert feed(mon, lat) == []  # +10% is many sigmas, but below min_ratio 1.2
+    assert feed(mon, [0.3 * (1 + rng.gauss(0, 0.02)) for _ in range(10)], start=400)  # +50% of 0.2 is not
+
+
+def test_health_drop_fires_but_a_pod_restart_does_not():
+    mon = monitor("health")
+    assert feed(mon, [1.0] * 60 + [5 / 6, 1.0, 4 / 6, 4 / 6, 1.0] + [1.0] * 30, 6.0) == []
+    fired = feed(mon, [0.6] * 10, 6.0, start=95)
+    assert [i for i, _ in fired] == [98] and fired[0][1].direction == "down"  # k = 3: the 4th check
+    assert fired[0][1].current == pytest.approx(0.6) and fired[0][1].onset_ts == T0 + 950.0
+
+
+def test_requests_are_never_tested():
+    mon = monitor("requests")
+    assert feed(mon, [100.0] * 50 + [1000.0] * 50) == [] and mon.to_state()["ts"] == T0 + 990.0
+
+
+def test_rate_without_count_still_detects():
+    mon = monitor("error_rate")
+    fired = feed(mon, [0.01] * 60 + [0.2] * 10)  # default_count 100 per sample
+    assert [i for i, _ in fired] == [62]
+
+
+def test_duplicate_and_out_of_order_are_refused_without_touching_state():
+    mon = monitor("latency_p95")
+    feed(mon, [0.2, 0.21])
+    state = mon.to_state()
+    newest = T0 + 10.0
+    with pytest.raises(DuplicateSample, match=rf"ts {newest!r}.*newest ts is {newest!r}"):
+        mon.update(Metric(ts=newest, service="svc", metric="latency_p95", value=0.2))
+    with pytest.raises(OutOfOrderSample, match=rf"ts {T0!r}, the stream's newest ts is {newest!r}"):
+        mon.update(Metric(ts=T0, service="svc", metric="latency_p95", value=0.2))
+    assert mon.to_state() == state
+
+
+def test_a_gap_drops_pending_evidence():
+    lat = [0.2] * 60 + [0.5, 0.5]
+    mon = monitor("latency_p95")
+    feed(mon, lat)
+    assert feed(mon, [0.5], start=62 + 200) == []  # 2000 s later: the two earlier samples no longer count
+    straight = monitor("latency_p95")
+    assert [i for i, _ in feed(straight, lat + [0.5])] == [62]
+
+
+def test_count_zero_carries_no_evidence():
+    mon = monitor("error_rate")
+    feed(mon, [0.01] * 40, 100.0)
+    assert feed(mon, [0.0] * 20, 0.0, start=40) == [] and mon.to_state()["n"] == 40
+
+
+def test_state_is_compact_json():
+    for metric in DEFAULT_SPECS:
+        mon = monitor(metric)
+        feed(mon, [0.01 + 0.001 * (i % 3) for i in range(80)] + [0.9] * 3, 1000.0)
+        text = json.dumps(mon.to_state())
+        assert len(text) <= 4096, (metric, len(text))
+        assert json.loads(text) == mon.to_state()
+    both = MetricMonitor("svc", "x", MetricSpec(kind="gauge", direction="both", min_ratio=1.0, spike_samples=5))
+    feed(both, [float(i % 7) for i in range(100)] + [50.0] * 4)
+    assert len(json.dumps(both.to_state())) <= 4096
+
+
+def test_bad_spec_type_is_refused():
+    with pytest.raises(TypeError, match="spec must be a MetricSpec"):
+        MetricMonitor("svc", "latency_p95", {"kind": "gauge"})  # type: ignore[arg-type]
+
+
+# -- properties ------------------------------------------------------------------------------------
+
+def _series(metric, seed, size, shift_at, factor):
+    rng = random.Random(seed)
+    if metric == "error_rate":
+        counts = [float(rng.randint(20, 3000)) for _ in range(size)]
+        vals = [min(1.0, rng.betavariate(2.5, 400) * (factor if i >= shift_at else 1.0)) for i in range(size)]
+        return vals, counts
+    if metric == "health":
+        return [1.0 - (rng.random() < 0.02) / 8 - (i >= shift_at) * (1 - 1 / factor) for i in range(size)], 8.0
+    return [0.3 * rng.lognormvariate(0, 0.1) * (factor if i >= shift_at else 1.0) for i in range(size)], None
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(metric=st.sampled_from(["error_rate", "latency_p95", "health"]), seed=st.integers(0, 10**6),
+       cut=st.integers(0, 239), shift_at=st.integers(20, 260), factor=st.sampled_from([1.0, 1.3, 2.0, 6.0]))
+def test_restored_monitor_behaves_identically(metric, seed, cut, shift_at, factor):
+    values, counts = _series(metric, seed, 240, shift_at, factor)
+    counts_list = counts if isinstance(counts, list) else None
+    whole = monitor(metric)
+    expected = feed(whole, values, counts)
+    part = monitor(metric)
+    first = feed(part, values[:cut], counts_list[:cut] if counts_list else counts)
+    state = json.loads(json.dumps(part.to_state()))  # through JSON, as the changelog stores it
+    restored = MetricMonitor.from_state(state, spec_for(metric))
+    rest = feed(restored, values[cut:], counts_list[cut:] if counts_list else counts, start=cut)
+    assert [(i, a.model_dump()) for i, a in first + rest] == [(i, a.model_dump()) for i, a in expected]
+    assert restored.to_state() == whole.to_state() and restored.alarmed == whole.alarmed
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(metric=st.sampled_from(["error_rate", "latency_p95", "health"]), seed=st.integers(0, 10**6),
+       spikes=st.lists(st.tuples(st.integers(1, 10), st.floats(0.0, 1e6, allow_nan=False)),
+                       min_size=1, max_size=6),
+       count=st.sampled_from([200.0, 5000.0]))
+def test_isolated_spikes_never_fire(metric, seed, spikes, count):
+    """Spikes of <= k samples, of any size, on a quiet stream, 40 samples apart: never an anomaly.
+
+    At 10 requests per sample, 4 double spikes of 100% errors in 200 samples
+    *are* a 4x error rate (80 errors of 2000 requests): spikes are isolated only
+    if the counts around them outweigh them. The single-spike test below has no
+    such condition.
+    """
+    spec = spec_for(metric)
+    k = spec.spike_samples
+    rng = random.Random(seed)
+    values = []
+    for length, size in spikes:
+        quiet = [0.01 * (1 + 0.1 * rng.random()) if metric == "error_rate" else
+                 0.3 * (1 + 0.05 * rng.random()) if metric == "latency_p95" else 1.0 for _ in range(40)]
+        n = min(length, k)
+        spike = min(size, 1.0) if metric in ("error_rate", "health") else max(size, 1e-9)
+        if metric == "health":
+            spike = min(size / 1e6, 1.0)  # any drop, down to 0 healthy
+        values += quiet + [spike] * n
+    values = [0.01 if metric == "error_rate" else 0.3 if metric == "latency_p95" else 1.0] * 40 + values
+    assert feed(monitor(metric), values, count if metric == "error_rate" else None) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(metric=st.sampled_from(["error_rate", "latency_p95", "health"]), seed=st.integers(0, 10**6),
+       length=st.integers(1, 10), size=st.floats(0.0, 1e6, allow_nan=False), at=st.integers(0, 100),
+       count=st.sampled_from([1.0, 10.0, 200.0, 5000.0]))
+def test_a_single_spike_never_fires(metric, seed, length, size, at, count):
+    spec = spec_for(metric)
+    rng = random.Random(seed)
+    base = 0.01 if metric == "error_rate" else 0.3 if metric == "latency_p95" else 1.0
+    values = [base * (1 + 0.05 * rng.random()) for _ in range(40 + at)]
+    spike = min(size, 1.0) if metric == "error_rate" else min(size / 1e6, 1.0) if metric == "health" else size
+    values += [spike] * min(length, spec.spike_samples) + [base] * 100
+    assert feed(monitor(metric), values, count if metric == "error_rate" else None) == []

@@ -1,0 +1,111 @@
+"""The tests of the bank: trimmed CUSUM, binomial and gauge LLRs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from detectors.binomial import BinomialModel
+from detectors.cusum import TrimmedCusum
+from detectors.gaussian import GaussianModel
+from detectors.spec import MetricSpec, spec_for
+
+
+def test_trimmed_cusum_ignores_its_k_largest_increments():
+    c = TrimmedCusum(spike_samples=2)
+    assert [c.update(x, 0.0, 1.0, float(i)) for i, x in enumerate([100.0, 90.0], 1)] == [0.0, 0.0]
+    assert c.s == 190.0 and c.onset_ts == 1.0
+    assert c.update(1.0, 0.0, 1.0, 3.0) == 1.0  # only the third sample's evidence counts
+    assert c.update(-200.0, 0.0, 1.0, 4.0) == 0.0 and c.onset_ts == 0.0  # excursion over
+
+
+def test_trimmed_level_drops_the_strongest_samples():
+    c = TrimmedCusum(spike_samples=1)
+    for ts, (llr, y) in enumerate([(5.0, 100.0), (1.0, 2.0), (1.0, 4.0)], 1):
+        c.update(llr, y, 1.0, float(ts))
+    assert c.level() == (6.0, 2.0)
+
+
+def test_cusum_limit_and_state_round_trip():
+    c = TrimmedCusum(1)
+    for ts in range(1, 6):
+        c.update(3.0, 1.0, 1.0, float(ts), limit=7.0)
+    assert c.s == 7.0
+    d = TrimmedCusum.from_state(c.to_state(), 1)
+    assert d.update(1.0, 1.0, 1.0, 6.0) == c.update(1.0, 1.0, 1.0, 6.0)
+    assert d.to_state() == c.to_state()
+    with pytest.raises(ValueError, match="spike_samples must be >= 0"):
+        TrimmedCusum(-1)
+
+
+def _warm(model, value, count, n=60):
+    for _ in range(n):
+        y, w, _ = model.transform(value, count)
+        model.learn(y, w, 0.0)
+    return model
+
+
+def _llrs(model, value, count):
+    y, w, scale = model.transform(value, count)
+    return [(a * y + b * w) / scale for _, a, b, *_ in model.designs(3)]
+
+
+def test_one_error_in_30_requests_is_weak_evidence():
+    m = _warm(BinomialModel(spec_for("error_rate")), 0.005, 30.0)
+    thresholds = [d[3] for d in m.designs(3)]
+    assert all(llr < h / 4 for llr, h in zip(_llrs(m, 1 / 30, 30.0), thresholds, strict=True)), thresholds
+
+
+def test_errors_at_high_count_are_strong_evidence():
+    m = _warm(BinomialModel(spec_for("error_rate")), 0.005, 2000.0)
+    assert max(_llrs(m, 0.05, 2000.0)) > 50.0
+
+
+def test_overdispersion_discounts_the_evidence():
+    tidy = _warm(BinomialModel(spec_for("error_rate")), 0.005, 2000.0)
+    wild = _warm(BinomialModel(spec_for("error_rate")), 0.005, 2000.0)
+    wild.rate.rho = 0.004  # beta-binomial kappa = 250
+    assert _llrs(wild, 0.01, 2000.0)[0] == pytest.approx(_llrs(tidy, 0.01, 2000.0)[0] / (1 + 1999 * 0.004))
+
+
+def test_missing_count_uses_the_streams_mean_count():
+    m = _warm(BinomialModel(spec_for("error_rate")), 0.005, 400.0)
+    assert m.transform(0.01, None)[1] == pytest.approx(400.0)
+    assert BinomialModel(spec_for("error_rate")).transform(0.01, None)[1] == 100.0
+
+
+def test_rate_gate_needs_min_ratio():
+    m = _warm(BinomialModel(spec_for("error_rate")), 0.01, 1000.0)
+    p0 = m.baseline
+    assert m.gate(1.6 * p0 * 1000, 1000.0, 1) and not m.gate(1.4 * p0 * 1000, 1000.0, 1)
+
+
+def test_latency_designs_start_at_the_minimum_effect():
+    m = GaussianModel(spec_for("latency_p95"))
+    for v in [0.2, 0.22, 0.18, 0.2] * 10:
+        m.learn(*m.transform(v, None)[:2], clip=0.0)
+    sign, a, b, h, *_ = m.designs(3)[0]
+    d = a * m.sigma  # design shift in sigmas (rho = 0 here)
+    assert sign == 1 and d * m.sigma == pytest.approx(math.log(1.2), rel=0.05)
+    assert m.gate(math.log(0.2 * 1.25), 1.0, 1) and not m.gate(math.log(0.2 * 1.15), 1.0, 1)
+
+
+def test_health_floor_is_a_drop_to_baseline_over_min_ratio():
+    m = GaussianModel(spec_for("health"))
+    _warm(m, 1.0, None)
+    assert m.detector == "health_cusum" and m.sigma == 0.02  # the floor: health 1.0 has no noise
+    assert m.gate(0.79, 1.0, -1) and not m.gate(0.85, 1.0, -1)
+
+
+def test_both_directions_test_both_ways():
+    spec = MetricSpec(kind="gauge", direction="both", min_ratio=1.0, log_scale=False)
+    m = _warm(GaussianModel(spec), 5.0, None)
+    assert [s for s, *_ in m.designs(6)] == [1, 1, 1, -1, -1, -1]
+
+
+def test_spec_validation_lists_valid_values():
+    with pytest.raises(ValueError, match="shift_grid must start at 1.0"):
+        MetricSpec(kind="gauge", direction="up", min_ratio=1.2, shift_grid=(2.0, 3.0))
+    with pytest.raises(ValueError, match="'rate', 'gauge' or 'health'"):
+        MetricSpec(kind="counter", direction="up", min_ratio=1.2)

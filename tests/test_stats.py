@@ -1,0 +1,89 @@
+"""Baselines: river-equivalent EW recurrences, warm-up weighting, AR(1) and overdispersion estimates."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from river import stats as rstats
+
+from detectors.stats import EWRate, EWStats, alpha_of
+
+
+@pytest.mark.parametrize("halflife", [1.0, 0.5])
+def test_ew_mean_and_var_are_rivers(halflife):
+    alpha = alpha_of(halflife)
+    ours, mean, var = EWStats(halflife), rstats.EWMean(alpha), rstats.EWVar(alpha)
+    for x in [1.0, 3.0, 5.0, 4.0, 6.0, 8.0, 7.0, 9.0, 11.0]:
+        ours.update(x)
+        mean.update(x)
+        var.update(x)
+        assert ours.mean == pytest.approx(mean.get(), rel=1e-12)
+        assert ours.var == pytest.approx(var.get(), rel=1e-12, abs=1e-12)
+
+
+def test_warm_up_weighs_samples_equally():
+    s = EWStats(halflife_samples=1000)
+    for x in [2.0, 4.0, 9.0]:
+        s.update(x)
+    assert s.mean == pytest.approx(5.0) and s.var == pytest.approx(26 / 3)
+
+
+def test_winsorised_update_bounds_a_spike():
+    s = EWStats(halflife_samples=100)
+    rng = np.random.default_rng(1)
+    for x in rng.normal(10, 1, 500):
+        s.update(float(x), clip=4.0)
+    before, sd = s.mean, math.sqrt(s.var)
+    s.update(1e9, clip=4.0)
+    assert 0 < s.mean - before <= 4 * sd * alpha_of(100) + 1e-12
+
+
+def test_lag1_autocorrelation_of_ar1_noise():
+    rng = np.random.default_rng(2)
+    s, x = EWStats(halflife_samples=3000), 0.0
+    for e in rng.normal(0, 1, 20000):
+        x = 0.8 * x + float(e)
+        s.update(x)
+    assert s.rho == pytest.approx(0.8, abs=0.04)
+    assert s.var == pytest.approx(1 / (1 - 0.64), rel=0.15)
+
+
+def test_rate_is_count_weighted_ratio_of_sums():
+    r = EWRate(halflife_samples=1e9)
+    r.update(10.0, 1000.0).update(0.0, 10.0)  # 10 errors of 1010 requests, not mean(1%, 0%)
+    assert r.p == pytest.approx((10 + EWRate.PRIOR_EVENTS) / (1010 + EWRate.PRIOR_TRIALS))
+
+
+def test_rate_overdispersion_estimates_beta_binomial_rho():
+    rng = np.random.default_rng(3)
+    kappa, p = 250.0, 0.01
+    r = EWRate(halflife_samples=2000)
+    for _ in range(6000):
+        n = int(rng.poisson(1000))
+        r.update(float(rng.binomial(n, rng.beta(p * kappa, (1 - p) * kappa))), float(n))
+    assert r.rho == pytest.approx(1 / (kappa + 1), rel=0.3)
+    assert r.p == pytest.approx(p, rel=0.1)
+
+
+def test_binomial_counts_give_no_overdispersion():
+    rng = np.random.default_rng(4)
+    r = EWRate(halflife_samples=2000)
+    for _ in range(6000):
+        r.update(float(rng.binomial(1000, 0.01)), 1000.0)
+    assert r.rho < 0.0006  # phi = 1 + 999 rho stays below 1.6
+
+
+def test_state_round_trips():
+    s = EWStats(50).update(1.0).update(2.5).update(2.0)
+    t = EWStats.from_state(s.to_state(), 50)
+    assert t.update(3.0).to_state() == s.update(3.0).to_state()
+    r = EWRate(50).update(3.0, 100.0).update(1.0, 90.0)
+    q = EWRate.from_state(r.to_state(), 50)
+    assert q.update(2.0, 80.0).to_state() == r.update(2.0, 80.0).to_state()
+
+
+def test_bad_halflife_is_refused():
+    with pytest.raises(ValueError, match="halflife_samples must be > 0"):
+        EWStats(0)
