@@ -58,6 +58,7 @@ class BinomialModel:
     """Baseline and LLR coefficients of a rate with counts (see module doc)."""
 
     detector = "binomial_cusum"
+    LEARN_CLIP = 0.0  # no winsorising: overdispersed rates are skewed, clipping biases p0 low (frozen on suspicion instead)
 
     def __init__(self, spec: MetricSpec) -> None:
         self.spec = spec

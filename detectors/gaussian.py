@@ -59,6 +59,7 @@ class GaussianModel:
     """Baseline and LLR coefficients of a gauge (see module doc)."""
 
     detector = "gauge_cusum"
+    LEARN_CLIP = 4.0  # baseline updates winsorised at 4 sigma
 
     def __init__(self, spec: MetricSpec) -> None:
         self.spec = spec

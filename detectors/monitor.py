@@ -167,7 +167,7 @@ class MetricMonitor:
         if best >= 0:
             return self._fire(best, best_score, ts)
         if not freeze:
-            model.learn(y, w, 4.0)
+            model.learn(y, w, self._model.LEARN_CLIP)
             self._since += 1
             if self._since >= RECALIBRATE_SAMPLES:
                 self._calibrate()
