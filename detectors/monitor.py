@@ -180,7 +180,8 @@ class MetricMonitor:
         base = model.baseline
         current = model.level(sy, sw)
         ratio = current / base if base != 0.0 else 0.0
-        extra = {"direction": "up" if sign > 0 else "down", "kind": self.spec.kind, "samples": c.samples}
+        extra: dict[str, Any] = {"direction": "up" if sign > 0 else "down", "kind": self.spec.kind,
+                                 "samples": c.samples}
         anomaly = Anomaly(ts=ts, service=self.service, metric=self.metric, detector=model.detector,
                           onset_ts=c.onset_ts, detected_ts=ts, baseline=base, current=current,
                           ratio=ratio, score=score, **extra)
