@@ -78,8 +78,11 @@ def _watch(kafka: KafkaSettings, timeline: Timeline, stop: threading.Event) -> N
     try:
         while not stop.is_set():
             msg = cons.poll(0.2)
-            if msg is not None and not msg.error():
-                timeline.add(msg.topic(), msg.value())
+            if msg is None or msg.error():
+                continue
+            topic, value = msg.topic(), msg.value()
+            if topic is not None and value is not None:
+                timeline.add(topic, value)
     finally:
         cons.close()
 

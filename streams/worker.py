@@ -192,7 +192,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
 def worker(config_path: str | None, partitions: int | None, store: str | None, data_dir: str | None,
            web_port: int | None, app_id: str | None, loglevel: str) -> None:
     """Run the stream processor on KAFKA_BOOTSTRAP_SERVERS until interrupted."""
-    overrides = {k: v for k, v in dict(partitions=partitions, store=store, data_dir=data_dir,
+    overrides: dict[str, Any] = {k: v for k, v in dict(partitions=partitions, store=store, data_dir=data_dir,
                                        web_port=web_port, app_id=app_id).items() if v is not None}
     settings = WorkerSettings(**overrides)
     config = load_config(config_path or settings.config)
