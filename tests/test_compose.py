@@ -40,6 +40,9 @@ def test_every_backout_service_runs_a_real_subcommand(tmp_path):
         sub = cli.get_command(None, command[0])  # type: ignore[arg-type]
         assert sub is not None
         args = _in_sandbox(svc, list(command[1:]), tmp_path)
-        with sub.make_context(command[0], args) as ctx:  # parses the options for real
-            if isinstance(sub, click.Group):
-                assert ctx.args and ctx.args[0] in sub.commands
+        if isinstance(sub, click.Group):  # resolve the subcommand and parse its options for real
+            name_, leaf, rest = sub.resolve_command(sub.make_context(command[0], args[:1]), args)
+            assert leaf is not None, f"{name}: {args[0]} is not a '{command[0]}' subcommand"
+            leaf.make_context(name_ or args[0], rest).close()
+        else:
+            sub.make_context(command[0], args).close()  # parses the options for real
