@@ -118,11 +118,16 @@ class Watermark(Record):
 
     ``services`` is how many services that partition has seen, so that the
     decider knows how many services exist when it asks "did every service shift?".
+    ``partitions`` is how many partitions the metrics topic has (the decider
+    waits for all of them); ``idle`` says the partition has gone quiet and
+    should not hold event time back.
     """
 
     type: Literal["watermark"] = "watermark"
     partition: int = Field(ge=0)
+    partitions: int = Field(default=1, ge=1)
     services: int = Field(default=0, ge=0)
+    idle: bool = False
 
 
 AnyRecord = Annotated[

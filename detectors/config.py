@@ -137,7 +137,9 @@ class BackoutConfig(_Frozen):
     services: dict[str, ServicePolicy] = Field(default_factory=dict)
     watermark_interval_s: float = Field(default=5.0, gt=0)
     hold_s: float = Field(default=20.0, ge=0, description="an anomaly is decided this long (event time) after detection")
-    idle_s: float = Field(default=300.0, gt=0, description="a metrics partition this far behind the others stops holding time back")
+    stall_s: float | None = Field(default=None, gt=0, description="optional backstop: a metrics partition this far "
+                                  "behind the others (event time) stops holding time back; by default every "
+                                  "partition is waited for, and quiet ones are released by the worker's idle marks")
     deploy_lateness_s: float = Field(default=15.0, ge=0, description="how late a deploy record may be read, behind the metrics, and still be joined")
 
     @field_validator("metrics", mode="before")

@@ -66,7 +66,7 @@ class Decider:
         self.config = config
         policy = config.policy
         self._keep_s = max(policy.window_s, 2 * policy.shared.within_s + policy.shared.hold_s) + config.hold_s
-        self._clock = EventClock(config.idle_s)
+        self._clock = EventClock(config.stall_s)
         self._deploys = DeployTracker(policy.clean_s, keep_s=2 * policy.window_s + policy.clean_s)
         self._shifts: list[Shift] = []
         self._pending: list[tuple[float, bool, Shift]] = []  # (due_ts, extended, shift)
@@ -276,7 +276,7 @@ class Decider:
     @classmethod
     def from_state(cls, state: dict[str, Any], config: BackoutConfig) -> Decider:
         decider = cls(config)
-        decider._clock = EventClock.from_state(state["clock"], config.idle_s)
+        decider._clock = EventClock.from_state(state["clock"], config.stall_s)
         decider._deploys = tracker_from_state(state["deploys"], decider._deploys.clean_s, decider._deploys.keep_s)
         decider._shifts = [Shift.from_list(row) for row in state["shifts"]]
         by_value = {s: s for s in decider._shifts}

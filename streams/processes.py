@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -32,7 +33,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         args = [sys.executable, "-m", "backout.cli", "worker", "--app-id", self.app_id,
                 "--partitions", str(self.partitions), "--store", self.store,
-                "--data-dir", str(self.data_dir), "--web-port", str(self.web_port)]
+                "--data-dir", str(self.data_dir), "--web-port", str(self.web_port), "--loglevel", os.environ.get("BACKOUT_LOGLEVEL", "warning")]
         if self.config:
             args += ["--config", self.config]
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
@@ -53,6 +54,10 @@ class WorkerProcess:
             except OSError:
                 time.sleep(0.2)
         raise BrokerError(f"worker not ready after {timeout_s:.0f} s; see {self.log}")
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/health", timeout=5) as resp:
+            return dict(json.loads(resp.read()))
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) as resp:

@@ -36,6 +36,7 @@ class Telemetry:
         self.lag = Gauge("backout_consumer_lag", "Records behind the partition's high watermark",
                          ["topic", "partition"], registry=self.registry)
         self._positions: dict[tuple[str, int], int] = {}
+        self._last_sample: dict[int, float] = {}  # metrics partition -> monotonic time of its last record
         self._samples = 0
         self._last_scrape = (time.monotonic(), 0)
 
@@ -44,6 +45,16 @@ class Telemetry:
         self._positions[(message.topic, message.partition)] = message.offset + 1
         if message.topic == topics.METRICS:
             self._samples += 1
+            self._last_sample[message.partition] = time.monotonic()
+
+    def last_consumed(self, partition: int, default: float) -> float:
+        """When a record of this metrics partition was last consumed (first asked: ``default``)."""
+        return self._last_sample.setdefault(partition, default)
+
+    def behind(self, topic: str, partition: int) -> bool:
+        """Records are waiting on the broker that this worker has not consumed yet."""
+        highwater = self._highwater(topic, partition)
+        return highwater is not None and highwater > self._positions.get((topic, partition), 0)
 
     def anomaly(self, anomaly: Anomaly) -> None:
         self.anomalies.labels(anomaly.metric).inc()

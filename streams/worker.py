@@ -19,6 +19,7 @@ that the core refuses goes to ``backout.deadletter`` with the reason.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import click
@@ -51,6 +52,7 @@ class WorkerSettings(BaseSettings):
     data_dir: str = ".backout/worker"
     web_port: int = 6066
     config: str | None = None
+    idle_after_s: float = 10.0  # a caught-up metrics partition this long without a sample is declared idle
 
 
 def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutConfig) -> faust.App:
@@ -60,6 +62,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
         topic_partitions=settings.partitions, web_port=settings.web_port, web_host="127.0.0.1",
         web_in_thread=False, consumer_auto_offset_reset="earliest", broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0, table_cleanup_interval=3600.0, producer_linger=0.005,
+        recovery_consistency_check=False,  # see the note below create_app
     )
 
     def raw_topic(name: str, partitions: int) -> faust.TopicT:
@@ -76,6 +79,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
     decider_table = app.Table("decider", default=None, partitions=1)
     telemetry = Telemetry(app)
     clocks: dict[int, PartitionClock] = {}
+    idle_since: dict[int, float] = {}  # partition -> last-consumed time when it was declared idle
     published: set[str] | None = None
 
     async def send(record: Record, topic: str, wait: bool = False) -> None:
@@ -117,11 +121,31 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
                 await send(anomaly, topics.ANOMALIES)
                 await send(anomaly, topics.DECIDER, wait=True)
             monitors[key] = detector.to_state()
-            partition = event.message.partition
-            clock = clocks.setdefault(partition, PartitionClock(partition, config.watermark_interval_s))
-            mark = clock.observe(sample.ts, sample.service)
+            mark = clock_of(event.message.partition).observe(sample.ts, sample.service)
             if mark is not None:
                 await send(mark, topics.DECIDER)
+
+    def clock_of(partition: int) -> PartitionClock:
+        if partition not in clocks:
+            clocks[partition] = PartitionClock(partition, config.watermark_interval_s, settings.partitions)
+        return clocks[partition]
+
+    @app.timer(interval=1.0)
+    async def declare_idle_partitions() -> None:
+        """Quiet partitions must not hold event time back (see detectors/watermark.py)."""
+        now = time.monotonic()
+        for tp in app.consumer.assignment():
+            if tp.topic != topics.METRICS:
+                continue
+            last = telemetry.last_consumed(tp.partition, default=now)
+            if now - last < settings.idle_after_s or telemetry.behind(tp.topic, tp.partition):
+                continue
+            clock = clock_of(tp.partition)
+            if idle_since.get(tp.partition) == last:
+                continue  # already said, and nothing came since
+            idle_since[tp.partition] = last
+            fallback = max((c.max_ts for c in clocks.values()), default=0.0) or time.time()
+            await send(clock.idle(default_ts=fallback), topics.DECIDER)
 
     @app.agent(deploys_topic)
     async def forward_deploys(stream: Any) -> None:
@@ -171,10 +195,19 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "app": settings.app_id})
+        assigned: dict[str, list[int]] = {}
+        for tp in app.consumer.assignment():
+            assigned.setdefault(tp.topic, []).append(tp.partition)
+        return web.json({"status": "ok", "app": settings.app_id,
+                         "assigned": {t: sorted(ps) for t, ps in sorted(assigned.items())}})
 
     app.backout_agents = (monitor, forward_deploys, decide)  # type: ignore[attr-defined]
     return app
+
+# Note on recovery_consistency_check: after a kill -9 on the embedded broker, RocksDB's persisted
+# changelog offset was seen one past the topic's last offset (as in faust-streaming/faust#158),
+# and Faust's check then crash-looped the restarted worker. RocksDB already holds every value
+# the changelog does, so skipping the check loses nothing; the kill -9 test covers the restart.
 
 
 @click.command()

@@ -68,7 +68,7 @@ def _live(records, partitions: int, seed: int) -> list[Decision]:
     config = BackoutConfig()
     rng = random.Random(seed)
     monitors: dict = {}
-    clocks = [PartitionClock(p, config.watermark_interval_s) for p in range(partitions)]
+    clocks = [PartitionClock(p, config.watermark_interval_s, partitions) for p in range(partitions)]
     queues: list[list] = [[] for _ in range(partitions)]
     for r in records:
         p = sum(map(ord, r.service)) % partitions
@@ -94,6 +94,8 @@ def _live(records, partitions: int, seed: int) -> list[Decision]:
         mark = clock.flush()
         if mark is not None:
             queues[p].append(mark)
+        else:  # a partition without traffic: its worker says it is idle
+            queues[p].append(clock.idle(default_ts=records[0].ts))
     decider = Decider(config)
     out = []
     read = [0.0] * partitions
