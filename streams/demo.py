@@ -64,13 +64,21 @@ class Timeline:
             text = f"{data['action'].upper()} {data['service']} ({data['incident_id']}): {data['reason']}"
         elif kind == "alert":
             return  # the decision line already carries the sentence
-        else:
-            text = data.get("reason", "")
+        else:  # a dead letter: its envelope's ts is the broker's clock; show the record's own event time
+            self.show(kind, _event_ts(data) or self.t0, str(data.get("reason", "")).split(";")[0])
+            return
         self.show(kind, float(data.get("ts", self.t0)), text)
 
     def decisions(self) -> list[dict[str, Any]]:
         with self._lock:
             return [i for i in self.items if i.get("type") == "decision"]
+
+
+def _event_ts(envelope: dict[str, Any]) -> float | None:
+    try:
+        return float(json.loads(envelope.get("value", ""))["ts"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _watch(kafka: KafkaSettings, timeline: Timeline, stop: threading.Event) -> None:
@@ -151,8 +159,10 @@ def topics_for_demo() -> list:
 
 def summarise(deploys: list[Deploy], decisions: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
     """What was decided, and how long after the bad deploy (event seconds)."""
-    bad = [d for d in deploys if (d.model_extra or {}).get("label") == "bad"]
-    by_deploy = {d.deploy_id: d for d in deploys}
+    by_deploy: dict[str, Deploy] = {}
+    for d in deploys:  # a slow rollout sends several records; the first is when it landed
+        by_deploy.setdefault(d.deploy_id, d)
+    bad = [d for d in by_deploy.values() if (d.model_extra or {}).get("label") == "bad"]
     rollbacks = [x for x in decisions if x["action"] == "rollback"]
     caught = [x for x in rollbacks if x.get("deploy_id") in {d.deploy_id for d in bad}]
     false = [x for x in rollbacks if x not in caught]
