@@ -136,11 +136,14 @@ class BackoutConfig(_Frozen):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     services: dict[str, ServicePolicy] = Field(default_factory=dict)
     watermark_interval_s: float = Field(default=5.0, gt=0)
-    hold_s: float = Field(default=20.0, ge=0, description="an anomaly is decided this long (event time) after detection")
+    hold_s: float = Field(default=10.0, ge=0, description="an anomaly is decided this long (event time) after "
+                          "detection, so that other services' simultaneous shifts are confirmed too")
     stall_s: float | None = Field(default=None, gt=0, description="optional backstop: a metrics partition this far "
                                   "behind the others (event time) stops holding time back; by default every "
                                   "partition is waited for, and quiet ones are released by the worker's idle marks")
-    deploy_lateness_s: float = Field(default=15.0, ge=0, description="how late a deploy record may be read, behind the metrics, and still be joined")
+    deploy_lateness_s: float = Field(default=15.0, ge=0, description="how late a deploy record may be read, behind "
+                                     "the metrics: a decision due at T counts the deploys stamped up to T minus this, "
+                                     "and is never due before onset + onset_slack_s + this")
 
     @field_validator("metrics", mode="before")
     @classmethod
@@ -154,13 +157,6 @@ class BackoutConfig(_Frozen):
             else:
                 merged[name] = fields
         return merged
-
-    @model_validator(mode="after")
-    def _hold_covers_lateness(self) -> BackoutConfig:
-        if self.hold_s < self.deploy_lateness_s:
-            raise ValueError(f"hold_s ({self.hold_s}) must be >= deploy_lateness_s ({self.deploy_lateness_s}): "
-                             "the hold is what lets a late deploy record join its anomaly")
-        return self
 
     def spec_for(self, metric: str) -> MetricSpec | None:
         """The detector spec of ``metric``, or None if it is not configured (the sample is rejected)."""

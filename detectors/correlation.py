@@ -3,13 +3,22 @@
 The questions an on-call engineer asks, in order:
 
 1. *Did many services shift together?* Then it is a shared dependency or a
-   traffic surge, not one deploy: ``shared`` (the decider escalates) — unless
-   this service moved first, when it may be the cause of a cascade to its
-   callers: blamed, but never clear-cut.
+   traffic surge, not one deploy: ``shared``, asked of every shift, deployed
+   or not (the decider escalates a spared deploy and groups the alerts) —
+   unless this deployed service moved first, when it may be the cause of a
+   cascade to its callers: blamed, but never clear-cut.
 2. *Did the shift start before the deploy?* Then that deploy did not cause it:
    ``before_deploy``. No deploy in the window before the onset: ``no_deploy``.
+   An onset is an estimate (a CUSUM's last zero drifts early on noise, by
+   minutes for a moderate shift), so a shift dated before a deploy but
+   confirmed on at least ``min_samples`` samples taken after it is blamed on
+   that deploy, never clear-cut: only a shift confirmed before the deploy
+   certainly predates it.
 3. *Did another service that also deployed move first?* Then this one is its
    caller, hurt by it: ``follower`` (the other service's own shift is blamed).
+   Onsets within ``onset_slack_s`` of each other are the same moment: then
+   this one is the follower if the other's deploy is already blamed, and the
+   blame is ambiguous otherwise.
 4. Otherwise blame the latest deploy before the onset: ``blame``, with the
    reasons that make it ambiguous (two deploys in quick succession, another
    deployed service moving at the same moment).
@@ -44,15 +53,23 @@ class Shift:
     ratio: float
     score: float
     detector: str
+    samples: int = 0  # length of the excursion (0: unknown)
 
     def to_list(self) -> list:
         return [self.service, self.metric, self.onset_ts, self.detected_ts, self.baseline,
-                self.current, self.ratio, self.score, self.detector]
+                self.current, self.ratio, self.score, self.detector, self.samples]
 
     @classmethod
     def from_list(cls, row: list) -> Shift:
         return cls(row[0], row[1], float(row[2]), float(row[3]), float(row[4]), float(row[5]),
-                   float(row[6]), float(row[7]), row[8])
+                   float(row[6]), float(row[7]), row[8], int(row[9]) if len(row) > 9 else 0)
+
+    def samples_since(self, ts: float) -> float:
+        """About how many of the excursion's samples were taken at or after ``ts`` (0 if unknown)."""
+        if self.samples < 2 or self.detected_ts <= self.onset_ts:
+            return 0.0
+        step_s = (self.detected_ts - self.onset_ts) / (self.samples - 1)
+        return max(0.0, (self.detected_ts - ts) / step_s + 1)
 
 
 @dataclass
@@ -89,17 +106,20 @@ def blameable(change: Change, onset_ts: float, policy: PolicyConfig) -> bool:
 
 def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
               views: Callable[[str], ServiceView], services_total: int, policy: PolicyConfig,
-              due_ts: float, extended: bool = False) -> Verdict:
-    """Judge one shift; ``shifts`` are every known shift detected by ``due_ts`` (the candidate's too)."""
+              due_ts: float, extended: bool = False, min_samples: int = 3,
+              blamed: Callable[[str, str], bool] = lambda service, deploy_id: False) -> Verdict:
+    """Judge one shift; ``shifts`` are every known shift detected by ``due_ts`` (the candidate's too).
+
+    ``min_samples``: the fewest samples a shift is ever confirmed on; ``blamed(service, deploy_id)``:
+    whether a decision already blamed that deploy.
+    """
     shifts = [s for s in shifts if s.detected_ts <= due_ts]
     candidates = [c for c in view.changes if blameable(c, shift.onset_ts, policy)]
-    if not candidates:
-        later = [c for c in view.changes if shift.onset_ts + policy.onset_slack_s < c.ts <= due_ts]
-        if later:
-            return Verdict("before_deploy", later_change=later[0], lag_s=shift.onset_ts - later[0].ts)
-        return Verdict("no_deploy")
-    change = candidates[-1]
-    verdict = Verdict("blame", change=change, lag_s=max(0.0, shift.onset_ts - change.ts))
+    # deploys after the onset estimate, with enough of the evidence taken after them to be its cause
+    candidates += [c for c in view.changes if shift.onset_ts + policy.onset_slack_s < c.ts < shift.detected_ts
+                   and shift.samples_since(c.ts) >= min_samples]
+    change = candidates[-1] if candidates else None
+    dated_before = change is not None and not blameable(change, shift.onset_ts, policy)
 
     # 1. everybody's problem?
     cfg = policy.shared
@@ -107,30 +127,41 @@ def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
                        and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s} | {shift.service})
     needed = max(cfg.min_services, math.ceil(cfg.min_fraction * max(services_total, len(together))))
     # a deployed service that moved before all the others may be the cause of a cascade to its callers
-    leader = all(s.onset_ts >= shift.onset_ts for s in shifts
-                 if s.service in together and s.metric == shift.metric and s.service != shift.service)
+    leader = change is not None and all(s.onset_ts >= shift.onset_ts for s in shifts if s.service in together
+                                        and s.metric == shift.metric and s.service != shift.service)
+    if len(together) >= needed and not leader:
+        return Verdict("shared", change=change, shared=together,
+                       lag_s=None if change is None else shift.onset_ts - change.ts)
+    if cfg.suspect_services <= len(together) < needed and not extended and not leader:
+        return Verdict("wait", change=change, shared=together)
+
+    if change is None:
+        later = [c for c in view.changes if shift.onset_ts + policy.onset_slack_s < c.ts <= due_ts]
+        if later:
+            return Verdict("before_deploy", later_change=later[0], lag_s=shift.onset_ts - later[0].ts)
+        return Verdict("no_deploy")
+    verdict = Verdict("blame", change=change, lag_s=max(0.0, shift.onset_ts - change.ts))
+    if dated_before:
+        verdict.ambiguity.append(f"its onset is dated {change.ts - shift.onset_ts:.0f} s before the deployment, "
+                                 f"but it was confirmed {shift.detected_ts - change.ts:.0f} s after it")
     if len(together) >= needed:
-        if not leader:
-            verdict.kind, verdict.shared = "shared", together
-            return verdict
         verdict.ambiguity.append(f"{len(together) - 1} other services shifted right after it: "
                                  "its callers, or a shared cause")
-    elif len(together) >= cfg.suspect_services and not extended and not leader:
-        verdict.kind, verdict.shared = "wait", together
-        return verdict
 
     # 2. did another service that deployed move first? Then we are its caller.
     own_first = _first_onset(shift.service, change, shifts, policy, default=None) or shift.onset_ts
+    slack = policy.onset_slack_s
     for other in sorted({s.service for s in shifts} - {shift.service}):
         other_view = views(other)
         for other_change in reversed(other_view.changes):
             first = _first_onset(other, other_change, shifts, policy, default=None)
             if first is None or abs(first - own_first) > policy.follow_s:
                 continue
-            if first < own_first:
+            if first < own_first - slack or (first <= own_first + slack
+                                             and blamed(other, other_change.deploy_id)):
                 verdict.kind, verdict.leader = "follower", other
                 return verdict
-            if first == own_first:
+            if first <= own_first + slack:
                 verdict.ambiguity.append(f"{other} (also just deployed) moved at the same moment")
             break
 

@@ -5,22 +5,40 @@ between the backtest and the live, partitioned stream. To take the same
 decisions either way it works in event time only:
 
 * an anomaly becomes a *pending candidate*, due ``hold_s`` after its detection
-  (the hold lets late deploy records and other services' simultaneous shifts
-  arrive);
+  (the hold lets other services' simultaneous shifts be confirmed too), and
+  never before ``onset + onset_slack_s + deploy_lateness_s`` (by then every
+  deploy record that could be blamed for the onset has been read);
 * when the global watermark (:class:`~detectors.watermark.EventClock`) passes
   a due time, the candidate is decided from inputs stamped at or before it
-  only — deploys with ``ts <= due``, anomalies with ``detected_ts <= due`` —
+  only — anomalies with ``detected_ts <= due``, deploys with
+  ``ts <= due - deploy_lateness_s`` (later ones may still be on their way) —
   and due candidates are released in (due, service, metric) order;
 * a decision's ``ts`` is its due time.
 
-Outputs: per blamed deploy, at most one :class:`Decision` (its
-``incident_id`` hashes service and deploy id, so redeliveries and restarts
-dedupe), always with an :class:`Alert` carrying the sentence. A shift with no
-deploy to blame, one that began before the deploy, a caller hurt by another
-service's deploy, or one too small to act on gives an ``Alert`` only: there is
-nothing to roll back, and a human should know. A shift shared by most
-services gives an ``escalate`` decision when a deploy would otherwise have
-been blamed (the deploy is spared, a human must look), an alert otherwise.
+Outputs: per blamed deploy, one :class:`Decision` (its ``incident_id`` hashes
+service and deploy id, so redeliveries and restarts dedupe), always with an
+:class:`Alert` carrying the sentence. A shift with no deploy to blame, one
+that began before the deploy, a caller hurt by another service's deploy, or
+one too small to act on gives an ``Alert`` only: there is nothing to roll
+back, and a human should know. A shift shared by most services is one
+*group*: one alert for the whole group, however many services join it, and an
+``escalate`` decision for any deploy it spares (a human must look).
+
+Escalation of an incident. An incident first decided ``request_approval`` is
+upgraded to ``rollback`` when later evidence of the same deploy makes it
+clear-cut under the policy (in ``auto`` mode): another metric of the service
+shifts, or the monitor re-sends the shift with the same onset and a later
+``detected_ts`` as it grows (say error rate 2x, then 10x). The upgrade is a
+second decision with the *same* ``incident_id`` and action ``rollback``;
+actions only ever go up (request_approval → rollback, never back, never
+twice), and the service must still run the blamed version (if anyone deployed
+since, a human is acting and the question stands). So downstream must:
+
+* dedupe redeliveries on ``(incident_id, action)``, not on ``incident_id``
+  alone, or the upgrade is dropped as a duplicate of the question;
+* execute at most one rollback per ``incident_id`` (the approval gate closes
+  the pending question as superseded when the rollback arrives, and an
+  approval that arrives after it is a no-op).
 
 Policy ``off`` decides and alerts but never emits a decision.
 """
@@ -70,7 +88,8 @@ class Decider:
         self._deploys = DeployTracker(policy.clean_s, keep_s=2 * policy.window_s + policy.clean_s)
         self._shifts: list[Shift] = []
         self._pending: list[tuple[float, bool, Shift]] = []  # (due_ts, extended, shift)
-        self._incidents: dict[str, float] = {}  # incident id -> decision ts
+        self._incidents: dict[str, tuple[float, str]] = {}  # incident id -> (decision ts, action)
+        self._groups: list[tuple[str, float, str, float]] = []  # shared groups: (metric, onset, id, ts)
         self._services: set[str] = set()
 
     # -- stream interface -------------------------------------------------------------
@@ -85,13 +104,15 @@ class Decider:
             self._deploys.add(record)
             return []
         if isinstance(record, Anomaly):
+            samples = (record.model_extra or {}).get("samples")
             shift = Shift(record.service, record.metric, record.onset_ts, record.detected_ts,
-                          record.baseline, record.current, record.ratio, record.score, record.detector)
+                          record.baseline, record.current, record.ratio, record.score, record.detector,
+                          samples if isinstance(samples, int) else 0)
             if any(_same(shift, s) for s in self._shifts):
                 return []  # a redelivery
             self._services.add(shift.service)
             self._shifts.append(shift)
-            self._pending.append((shift.detected_ts + self.config.hold_s, False, shift))
+            self._pending.append((self._due(shift), False, shift))
             return self._release() if self._clock.now > 0 else []
         raise TypeError(f"the decider takes anomaly, deploy and watermark records, got {type(record).__name__}")
 
@@ -104,6 +125,15 @@ class Decider:
         return len(self._pending)
 
     # -- deciding --------------------------------------------------------------------
+
+    def _due(self, shift: Shift) -> float:
+        config = self.config
+        joined = shift.onset_ts + config.policy.onset_slack_s + config.deploy_lateness_s
+        return max(shift.detected_ts + config.hold_s, joined)
+
+    def _blamed(self, service: str, deploy_id: str) -> bool:
+        decided = self._incidents.get(incident_id(service, deploy_id))
+        return decided is not None and decided[1] in ("rollback", "request_approval")
 
     def _release(self) -> list[Output]:
         now = self._clock.now
@@ -123,25 +153,30 @@ class Decider:
         policy = self.config.policy
         if shift.metric in policy.context_metrics:
             return []  # context for the other shifts (traffic), never harm in itself
-        view = self._deploys.view(shift.service, due_ts)
-        known = [s for s in self._shifts if s.detected_ts <= due_ts]
+        deploys_as_of = due_ts - self.config.deploy_lateness_s
         views: dict[str, ServiceView] = {}
 
         def view_of(service: str) -> ServiceView:
             if service not in views:
-                views[service] = self._deploys.view(service, due_ts)
+                views[service] = self._deploys.view(service, deploys_as_of)
             return views[service]
 
+        view = view_of(shift.service)
+        known = [s for s in self._shifts if s.detected_ts <= due_ts]
         total = max(self._clock.services, len(self._services))
-        verdict = correlate(shift, view, known, view_of, total, policy, due_ts, extended)
+        spec = self.config.spec_for(shift.metric)
+        min_samples = (spec.spike_samples if spec is not None else 0) + 1
+        verdict = correlate(shift, view, known, view_of, total, policy, due_ts, extended, min_samples,
+                            self._blamed)
         if verdict.kind == "wait":
             wait_until = max(due_ts, shift.detected_ts + policy.shared.hold_s)
             self._pending.append((wait_until, True, shift))
             return []
-        spec = self.config.spec_for(shift.metric)
         direction = spec.direction if spec is not None else None
         what = wording.change(shift.metric, shift.baseline, shift.current, direction)
         where = f"{what} on {shift.service}"
+        if verdict.kind == "shared":
+            return self._shared(shift, verdict, where, view, due_ts, total)
         if verdict.kind == "no_deploy":
             return [self._alert(due_ts, "warning", f"{where} (onset {_hhmm(shift.onset_ts)}); "
                                 "no deploy of it in the last "
@@ -157,28 +192,27 @@ class Decider:
         change = verdict.change
         assert change is not None
         incident = incident_id(shift.service, change.deploy_id)
-        if incident in self._incidents:
-            return []
-        if verdict.kind == "shared":
-            return self._escalate_shared(shift, change, verdict, where, due_ts, incident, total)
-        return self._blame(shift, change, verdict, view, known, due_ts, incident)
+        decided = self._incidents.get(incident)
+        if decided is not None and decided[1] != "request_approval":
+            return []  # decided for good; only a question can still become a rollback
+        return self._blame(shift, change, verdict, view, known, due_ts, incident, asked_ts=decided and decided[0])
 
     def _blame(self, shift: Shift, change: Change, verdict: Verdict, view: ServiceView,
-               known: list[Shift], due_ts: float, incident: str) -> list[Output]:
+               known: list[Shift], due_ts: float, incident: str, asked_ts: float | None = None) -> list[Output]:
+        """Decide on a blamed deploy; ``asked_ts``: when approval was already requested (an upgrade)."""
         policy = self.config.policy
         service = shift.service
         # every shift of this service the deploy could explain; the worst one speaks for the incident
-        mine = [s for s in known if s.service == service and blameable(change, s.onset_ts, policy)
-                and s.metric not in policy.context_metrics] or [shift]
+        mine = [s for s in known if s.service == service and s.metric not in policy.context_metrics
+                and (blameable(change, s.onset_ts, policy) or s is shift)]
         graded = []
         for s in mine:
             spec = self.config.spec_for(s.metric)
             direction = spec.direction if spec is not None else None
-            mp = self.config.metric_policy(service, s.metric)
             factor = adverse_factor(s, direction)
             lag_s = max(0.0, s.onset_ts - change.ts)
-            verdict_amb = list(verdict.ambiguity)
-            a = assess(factor, s.current - s.baseline, lag_s, verdict_amb, mp, policy.window_s,
+            a = assess(factor, s.current - s.baseline, lag_s, list(verdict.ambiguity),
+                       self.config.metric_policy(service, s.metric), policy.window_s,
                        self.config.mode_for(service, s.metric))
             graded.append((a.clear, a.confidence, -s.onset_ts, s.metric, s, a, direction, lag_s))
         graded.sort(key=lambda g: g[:4], reverse=True)
@@ -186,18 +220,25 @@ class Decider:
         what = wording.change(primary.metric, primary.baseline, primary.current, direction)
         evidence = [_shift_evidence(s) for s in mine] + [_change_evidence(change)]
         evidence += [_change_evidence(c, "earlier deploy") for c in verdict.also_suspect]
+        mode = self.config.mode_for(service, primary.metric)
+        exclude = (change.version, view.current, *(c.version for c in verdict.also_suspect))
+        target = view.target(exclude=exclude)
+        if asked_ts is not None:  # escalate the question only when it became clear-cut, on the same version
+            if a.would != "rollback" or mode != "auto" or view.current != change.version or target is None:
+                return []
+            self._incidents[incident] = (due_ts, "rollback")
+            text = wording.upgrade(what, lag_s, change.version, service, target, due_ts - asked_ts)
+            return self._emit(incident, "rollback", service, change, view, target, a.confidence, text,
+                              evidence, due_ts, mode)
         if not a.actionable:
             return [self._alert(due_ts, "info", f"{what} on {service} after the deployment of {change.version}, "
                                 "below the rollback threshold: watching.", primary)]
         if view.current is not None and view.current != change.version and view.current in view.known_good:
-            self._incidents[incident] = due_ts
+            self._incidents[incident] = (due_ts, "none")
             return [self._alert(due_ts, "info", f"{what} on {service} after the deployment of {change.version}; "
                                 f"it already runs {view.current} again.", primary, incident)]
-        exclude = (change.version, view.current, *(c.version for c in verdict.also_suspect))
-        target = view.target(exclude=exclude)
-        self._incidents[incident] = due_ts
-        mode = self.config.mode_for(service, primary.metric)
         if target is None:
+            self._incidents[incident] = (due_ts, "escalate")
             text = (f"{what} {wording.duration(lag_s)} after the deployment of {change.version} to {service}, "
                     f"but no earlier version of {service} is known to be good: nothing safe to roll back to. "
                     "Escalating to a human.")
@@ -206,6 +247,7 @@ class Decider:
         self._deploys.mark_bad(service, change.version)
         action: Action = a.would or "request_approval"
         if mode == "off":
+            self._incidents[incident] = (due_ts, "none")
             verb = "roll back" if action == "rollback" else "ask to roll back"
             text = (f"{what} {wording.duration(lag_s)} after the deployment of {change.version} to {service}. "
                     f"Backout would {verb} to {target}; the policy is off here, so it is not acting.")
@@ -216,24 +258,41 @@ class Decider:
             action = "request_approval"
             text = wording.approval(what, change.version, service, due_ts - change.ts, lag_s, target,
                                     a.why_not_clear)
+        self._incidents[incident] = (due_ts, action)
         return self._emit(incident, action, service, change, view, target, a.confidence, text,
                           evidence, due_ts, mode)
 
-    def _escalate_shared(self, shift: Shift, change: Change, verdict: Verdict, where: str,
-                         due_ts: float, incident: str, total: int) -> list[Output]:
-        self._incidents[incident] = due_ts
-        others = [s for s in verdict.shared if s != shift.service]
-        text = (f"{where} {wording.duration(verdict.lag_s or 0)} after the deployment of {change.version}, "
-                f"but {len(others)} other service{'s' if len(others) != 1 else ''} of {total} shifted at the same "
-                f"time ({', '.join(others[:6])}{', …' if len(others) > 6 else ''}): a shared dependency or "
-                "a traffic surge, not this deploy. Escalating to a human.")
-        evidence = [_shift_evidence(shift), _change_evidence(change),
-                    {"kind": "shared", "services": verdict.shared, "of": total}]
-        confidence = round(min(1.0, len(verdict.shared) / max(total, 1)), 3)
-        view = self._deploys.view(shift.service, due_ts)
-        mode = self.config.mode_for(shift.service, shift.metric)
-        return self._emit(incident, "escalate", shift.service, change, view, None, confidence, text,
-                          evidence, due_ts, mode)
+    def _shared(self, shift: Shift, verdict: Verdict, where: str, view: ServiceView, due_ts: float,
+                total: int) -> list[Output]:
+        """One alert per group of services that shifted together; an escalation per deploy it spares."""
+        within_s = self.config.policy.shared.within_s
+        group = next((g for g in self._groups if g[0] == shift.metric and abs(g[1] - shift.onset_ts) <= within_s),
+                     None)
+        out: list[Output] = []
+        together = (f"{len(verdict.shared)} of {total} services at the same time "
+                    f"({', '.join(verdict.shared[:8])}{', …' if len(verdict.shared) > 8 else ''})")
+        change = verdict.change
+        if change is not None and incident_id(shift.service, change.deploy_id) not in self._incidents:
+            incident = incident_id(shift.service, change.deploy_id)
+            self._incidents[incident] = (due_ts, "escalate")
+            text = (f"{where} {wording.duration(verdict.lag_s or 0)} after the deployment of {change.version}, "
+                    f"but it shifted on {together}: a shared dependency or a traffic surge, not this deploy. "
+                    "Escalating to a human.")
+            evidence = [_shift_evidence(shift), _change_evidence(change),
+                        {"kind": "shared", "services": verdict.shared, "of": total}]
+            confidence = round(min(1.0, len(verdict.shared) / max(total, 1)), 3)
+            mode = self.config.mode_for(shift.service, shift.metric)
+            out += self._emit(incident, "escalate", shift.service, change, view, None, confidence, text,
+                              evidence, due_ts, mode)
+        if group is None:
+            group_id = "shared-" + shift_id(shift)[6:]
+            self._groups.append((shift.metric, shift.onset_ts, group_id, due_ts))
+            if not out:
+                label = wording.label(shift.metric)
+                out.append(Alert(ts=due_ts, incident_id=group_id, severity="critical", text=(
+                    f"{label} shifted on {together}: a shared dependency or a traffic surge, not a deploy; "
+                    "nothing to roll back. A human should look.")))
+        return out
 
     def _emit(self, incident: str, action: Action, service: str, change: Change, view: ServiceView,
               target: str | None, confidence: float, text: str, evidence: list[dict[str, Any]],
@@ -255,8 +314,10 @@ class Decider:
             waiting = {id(p[2]) for p in self._pending}
             self._shifts = [s for s in self._shifts if s.detected_ts >= horizon or id(s) in waiting]
         incident_horizon = now - 2 * self.config.policy.window_s
-        if any(ts < incident_horizon for ts in self._incidents.values()):
-            self._incidents = {k: v for k, v in self._incidents.items() if v >= incident_horizon}
+        if any(ts < incident_horizon for ts, _ in self._incidents.values()):
+            self._incidents = {k: v for k, v in self._incidents.items() if v[0] >= incident_horizon}
+        if any(g[3] < horizon for g in self._groups):
+            self._groups = [g for g in self._groups if g[3] >= horizon]
         self._deploys.prune(now)
 
     # -- state -----------------------------------------------------------------------
@@ -264,12 +325,13 @@ class Decider:
     def to_state(self) -> dict[str, Any]:
         """Compact, JSON-serialisable state; old deploys, shifts and incidents are pruned by event time."""
         return {
-            "v": 1,
+            "v": 2,
             "clock": self._clock.to_state(),
             "deploys": tracker_to_state(self._deploys),
             "shifts": [s.to_list() for s in self._shifts],
             "pending": [[due, ext, s.to_list()] for due, ext, s in self._pending],
-            "incidents": dict(self._incidents),
+            "incidents": {k: list(v) for k, v in self._incidents.items()},
+            "groups": [list(g) for g in self._groups],
             "services": sorted(self._services),
         }
 
@@ -282,7 +344,9 @@ class Decider:
         by_value = {s: s for s in decider._shifts}
         decider._pending = [(float(due), bool(ext), by_value.get(s, s))
                             for due, ext, s in ((d, e, Shift.from_list(r)) for d, e, r in state["pending"])]
-        decider._incidents = {k: float(v) for k, v in state["incidents"].items()}
+        decider._incidents = {k: (float(v), "rollback") if isinstance(v, int | float) else (float(v[0]), str(v[1]))
+                              for k, v in state["incidents"].items()}  # v1 kept no action: final
+        decider._groups = [(g[0], float(g[1]), g[2], float(g[3])) for g in state.get("groups", [])]
         decider._services = set(state["services"])
         return decider
 

@@ -60,6 +60,11 @@ def rollback(what: str, lag_s: float, version: str, service: str, target: str) -
             f"Rolling back to {target}.")
 
 
+def upgrade(what: str, lag_s: float, version: str, service: str, target: str, asked_s: float) -> str:
+    return (f"{what} {duration(lag_s)} after the deployment of {version} to {service}: now clear-cut. "
+            f"Rolling back to {target} without waiting for the approval asked {duration(asked_s)} ago.")
+
+
 def approval(what: str, version: str, service: str, ago_s: float, lag_s: float, target: str,
              doubts: tuple[str, ...]) -> str:
     why = f" Not clear-cut: {'; '.join(doubts)}." if doubts else ""

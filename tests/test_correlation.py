@@ -93,3 +93,19 @@ def test_shifts_detected_after_the_due_time_are_not_seen():
 def test_adverse_factor(baseline, current, direction, factor):
     s = Shift("a", "m", T, T, baseline, current, current / baseline, 1.0, "t")
     assert adverse_factor(s, direction) == pytest.approx(factor)
+
+
+def test_onsets_within_the_slack_are_the_same_moment():
+    others, views = [shift("b", 95)], {"b": view(change(5, "b2", prev="b1"))}
+    tie = judge(shift("a", onset=100), view(change(0)), others, views)
+    assert tie.kind == "blame" and any("same moment" in a for a in tie.ambiguity)
+    s = shift("a", onset=100)
+    after_b_blamed = correlate(s, view(change(0)), [s, *others], lambda name: views.get(name, ServiceView()), 8,
+                               POLICY, s.detected_ts + 20, blamed=lambda service, deploy_id: service == "b")
+    assert (after_b_blamed.kind, after_b_blamed.leader) == ("follower", "b")
+
+
+@pytest.mark.parametrize("samples,kind", [(0, "before_deploy"), (2, "before_deploy"), (40, "blame")])
+def test_onset_dated_before_the_deploy_needs_enough_samples_after_it(samples, kind):
+    s = Shift("a", "error_rate", T - 300, T + 100, 0.01, 0.05, 5.0, 9.0, "test", samples)
+    assert judge(s, view(change(0))).kind == kind

@@ -89,7 +89,7 @@ CASES = [
                 Anomaly(ts=T + 80, service="checkout", metric="requests", detector="test", onset_ts=T + 50,
                         detected_ts=T + 80, baseline=100, current=250, ratio=2.5, score=9)], None, []),
     ("hotfix after a bad deploy: the bad deploy is blamed, back to the last good",
-     HISTORY + [dep(0, "v2", "v1"), anom(60, 10), dep(100, "v2.1", "v2")], None,
+     HISTORY + [dep(0, "v2", "v1"), anom(60, 10), dep(75, "v2.1", "v2")], None,
      [("checkout", "rollback", "v2.1", "v1")]),
     ("a bad hotfix after a rolled back bad deploy goes back past both",
      HISTORY + [dep(0, "v2", "v1"), anom(60, 10), dep(1000, "v1", "v2", status="rolled_back", deploy_id="rb"),
@@ -133,7 +133,7 @@ def test_clear_rollback_sentence_and_incident():
     assert d.reason == ("Error rate went from 0.5% to 5% (10x) 90 seconds after the deployment of v2.15.1 "
                         "to checkout. Rolling back to v2.15.0.")
     assert d.incident_id == incident_id("checkout", "checkout-v2.15.1")
-    assert d.ts == T + 90 + 30 + 20  # detected + hold_s: event time, not a wall clock
+    assert d.ts == T + 90 + 30 + 10  # detected + hold_s: event time, not a wall clock
     assert d.confidence == 1.0
     assert {e["kind"] for e in d.evidence} == {"anomaly", "deploy"}
 
@@ -158,13 +158,15 @@ def test_one_incident_one_decision_whatever_the_redeliveries():
     assert len(decisions(out)) == 1
 
 
-def test_late_deploy_record_within_the_hold_is_joined():
+def test_late_deploy_record_within_the_lateness_is_joined():
     decider = Decider(BackoutConfig())
     out = []
-    late = marks(100) + [anom(90, 10)] + marks(135, start=105) + [dep(0, "v2", "v1")] + marks(200, start=140)
-    for rec in late:  # the deploy is read 135 s after it happened, before the decision is due
+    # a shift confirmed fast (10 s), and the deploy just before its onset read 15 s behind the metrics:
+    # the decision waits until onset + onset_slack_s + deploy_lateness_s for it
+    late = marks(100) + [anom(90, 10, detect_after_s=10), dep(85, "v2", "v1")] + marks(200, start=105)
+    for rec in late:
         out += decider.handle(rec)
-    assert [(d.action, d.to_version, d.ts) for d in decisions(out)] == [("rollback", "v1", T + 140)]
+    assert [(d.action, d.to_version, d.ts) for d in decisions(out)] == [("rollback", "v1", T + 115)]
 
 
 def test_deploy_read_after_the_decision_is_not_joined():
@@ -244,3 +246,83 @@ def test_state_is_pruned_by_event_time():
         decider.handle(rec)
     state = decider.to_state()
     assert state["shifts"] == [] and state["pending"] == [] and state["incidents"] == {}
+
+
+def update(a: Anomaly, after_s: float, factor: float) -> Anomaly:
+    """The monitor re-sending a growing shift: same onset, later detection, bigger level."""
+    cur = a.baseline * factor
+    return a.model_copy(update={"ts": a.ts + after_s, "detected_ts": a.detected_ts + after_s, "current": cur,
+                                "ratio": factor})
+
+
+def test_a_question_is_upgraded_to_a_rollback_when_it_becomes_clear_cut():
+    first = anom(60, 2.5)
+    out = run(HISTORY + [dep(0, "v2", "v1"), first, update(first, 120, 10)])
+    got = [(d.action, d.incident_id, d.to_version) for d in decisions(out)]
+    inc = incident_id("checkout", "checkout-v2")
+    assert got == [("request_approval", inc, "v1"), ("rollback", inc, "v1")]
+    assert decisions(out)[1].reason.endswith("Rolling back to v1 without waiting for the approval asked "
+                                             "two minutes ago.")
+
+
+@pytest.mark.parametrize("case,extra,config", [
+    ("still moderate", [update(anom(60, 2.5), 120, 3)], None),
+    ("approval mode never acts alone", [update(anom(60, 2.5), 120, 10)], with_mode("approval")),
+    ("a human deployed a hotfix since the question", [dep(150, "v2.1", "v2"), update(anom(60, 2.5), 180, 10)], None),
+])
+def test_no_upgrade(case, extra, config):
+    out = run(HISTORY + [dep(0, "v2", "v1"), anom(60, 2.5), *extra], config)
+    assert [d.action for d in decisions(out)] == ["request_approval"]
+
+
+def test_another_metric_can_upgrade_and_a_rollback_is_never_repeated():
+    out = run(HISTORY + [dep(0, "v2", "v1"), anom(60, 1.6, "latency_p95"), anom(200, 2.0, "health"),
+                         anom(300, 20)])
+    assert [d.action for d in decisions(out)] == ["request_approval", "rollback"]
+    assert len({d.incident_id for d in decisions(out)}) == 1
+
+
+def test_shared_incident_gives_one_grouped_alert():
+    others = [anom(80 + 7 * i, 6, service=f"svc{i}") for i in range(5)]
+    out = run(HISTORY + [dep(0, "v2", "v1"), anom(90, 10)] + others)
+    assert [d.action for d in decisions(out)] == ["escalate"]
+    alerts = [o for o in out if isinstance(o, Alert)]
+    # six shifts, two alerts: the group's (svc1 was due first) and the spared deploy's escalation
+    assert [a.incident_id[:6] for a in alerts] == ["shared", "inc-c5"]
+    assert "4 of 8 services at the same time (checkout, svc0, svc1, svc2)" in alerts[1].text
+
+
+def test_shared_incident_without_deploys_is_one_alert():
+    out = run([anom(80 + 7 * i, 6, service=f"svc{i}") for i in range(6)])
+    # the first shift is alone when it is due; from the fourth on they are one group, one alert
+    assert [o.incident_id[:6] for o in out] == ["shift-", "shared"]
+    assert "4 of 8 services at the same time" in out[1].text
+
+
+def test_a_caller_moving_at_the_same_moment_as_a_rolled_back_callee_is_its_follower():
+    # onsets 5 s apart (within onset_slack_s): payments is decided first, checkout follows it
+    out = run(HISTORY + [dep(-7000, "p1", "p0", service="payments"), dep(-2, "p2", "p1", service="payments"),
+                         dep(0, "v2", "v1"), anom(16, 11, service="payments"), anom(13, 5.6, detect_after_s=80)])
+    assert [(d.service, d.action) for d in decisions(out)] == [("payments", "rollback")]
+
+
+def test_onset_dated_before_the_deploy_but_confirmed_after_it_asks():
+    late = anom(-400, 3.2, detect_after_s=440).model_copy(update={"samples": 45})
+    out = run(HISTORY + [dep(0, "v2", "v1"), late])
+    (d,) = decisions(out)
+    assert d.action == "request_approval" and "dated 400 s before the deployment" in d.reason
+
+
+def test_confirmed_before_the_deploy_is_never_blamed():
+    early = anom(-120, 8, detect_after_s=125).model_copy(update={"samples": 13})  # 1 sample after the deploy
+    assert decisions(run(HISTORY + [dep(0, "v2", "v1"), early])) == []
+
+
+def test_hotfix_after_a_rollback_decision_is_not_blamed_for_the_old_shift():
+    out = run(HISTORY + [dep(0, "v2", "v1"), anom(60, 10), dep(600, "v2.1", "v2"), anom(1500, 10)])
+    assert [(d.action, d.deploy_id) for d in decisions(out)] == [("rollback", "checkout-v2")]
+
+
+def test_slow_rollout_is_blamed_from_its_first_record_and_rolled_back_when_clear():
+    out = run(HISTORY + [dep(0, "v2", "v1", status="started"), anom(60, 12), dep(1200, "v2", "v1")])
+    assert [(d.action, d.deploy_id, d.to_version) for d in decisions(out)] == [("rollback", "checkout-v2", "v1")]

@@ -65,7 +65,7 @@ def test_partial_metric_policy_merges_over_defaults(tmp_path):
 @pytest.mark.parametrize("text,needle", [
     ("policy:\n  mode: sometimes\n", "backout.yaml:2: field 'policy.mode': got 'sometimes', expected 'approval', 'auto' or 'off'"),
     ("policy:\n  windw_s: 3\n", "backout.yaml:2: field 'policy.windw_s': unknown key"),
-    ("hold_s: 5\n", "hold_s (5.0) must be >= deploy_lateness_s (15.0)"),
+    ("hold_s: -5\n", "backout.yaml:1: field 'hold_s': got -5, expected greater than or equal to 0"),
     ("policy:\n  metrics:\n    error_rate: {clear_ratio: 1.2}\n", "clear_ratio (1.2) must be >= act_ratio (1.5)"),
     ("services:\n  a:\n    mode: maybe\n", "backout.yaml:3: field 'services.a.mode'"),
     ("- a\n- b\n", "expected a mapping"),
