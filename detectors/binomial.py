@@ -78,9 +78,9 @@ class BinomialModel:
         phi = 1.0 + (n - 1.0) * self.rate.rho if n > 1.0 else 1.0
         return x, n, phi
 
-    def learn(self, y: float, w: float, clip: float) -> None:
+    def learn(self, y: float, w: float, clip: float, level: bool = True) -> None:
         if w > 0:
-            self.rate.update(y, w, clip)
+            self.rate.update(y, w, clip, level)
 
     def _ratio(self, g: float) -> float:
         return max(self.spec.min_ratio, 1.1) ** g

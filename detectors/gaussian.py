@@ -76,8 +76,9 @@ class GaussianModel:
             return math.log(value if value > TINY else TINY), 1.0, 1.0
         return value, 1.0, 1.0
 
-    def learn(self, y: float, w: float, clip: float) -> None:
-        self.stats.update(y, clip)
+    def learn(self, y: float, w: float, clip: float, level: bool = True) -> None:
+        if level:
+            self.stats.update(y, clip)
 
     @property
     def sigma(self) -> float:

@@ -18,6 +18,9 @@ Life of a stream:
    direction. The baseline learns from every sample (winsorised at 4 sigma),
    except while a shift is suspected (a test past half its threshold with the
    minimum effect): a fault must not become the norm while it is being tested.
+   A rate's dispersion still learns then (winsorised): leaving out exactly the
+   high samples would underestimate it and make false alarms on bursty error
+   counts several times more frequent.
    A significant but harmless shift (below ``min_ratio``) does not freeze the
    baseline, which then absorbs it slowly; that is also how daily swings are
    followed.
@@ -79,6 +82,7 @@ from detectors.spec import MetricSpec
 
 RECALIBRATE_SAMPLES = 16
 LEVEL_HALFLIFE = 20.0  # samples: the "recent level" an accepted shift is rebased to
+SUSPECT_CLIP = 4.0  # sigmas: a suspected sample still informs the spread (not the level), winsorised
 STATE_VERSION = 1
 
 
@@ -166,8 +170,8 @@ class MetricMonitor:
                         best, best_score = j, t / h
         if best >= 0:
             return self._fire(best, best_score, ts)
+        model.learn(y, w, SUSPECT_CLIP if freeze else model.LEARN_CLIP, not freeze)
         if not freeze:
-            model.learn(y, w, self._model.LEARN_CLIP)
             self._since += 1
             if self._since >= RECALIBRATE_SAMPLES:
                 self._calibrate()

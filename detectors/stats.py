@@ -21,9 +21,9 @@ sums, not a mean of ratios), the mean count, and the extra-binomial
 (beta-binomial) intra-class correlation ``rho``: real error counts vary
 ``n p (1-p) (1 + (n-1) rho)``, not ``n p (1-p)``.
 
-Robustness: once warm, every update is winsorised at 4 sigma (``clip``), so a
-spike cannot drag the baseline; the monitor also freezes the baseline while a
-shift is suspected.
+Robustness: once warm, gauge updates are winsorised at 4 sigma (``clip``), so a
+spike cannot drag the baseline; the monitor also freezes the level while a
+shift is suspected, but a rate's dispersion keeps learning (winsorised).
 
 >>> s = EWStats(halflife_samples=10)
 >>> for x in [1.0, 2.0, 3.0, 2.0, 1.0]:
@@ -108,17 +108,30 @@ class EWRate:
         self.events = 0.0  # EW sum of events
         self.trials = 0.0  # EW sum of trials
         self.mean_count = 0.0  # EW mean trials per sample
-        self.rho = 0.0  # EW intra-class correlation estimate (>= 0)
+        self.rho_raw = 0.0  # EW moment estimate of the intra-class correlation, may be < 0
+
+    @property
+    def rho(self) -> float:
+        """The overdispersion rho >= 0; clipped on use, not in the recurrence, which would bias it upwards."""
+        return self.rho_raw if self.rho_raw > 0.0 else 0.0
 
     @property
     def p(self) -> float:
         """The baseline rate, count-weighted (ratio of sums)."""
         return (self.events + self.PRIOR_EVENTS) / (self.trials + self.PRIOR_TRIALS)
 
-    def update(self, x: float, n: float, clip: float = 0.0) -> EWRate:
-        """Add x events out of n trials; ``clip > 0`` winsorises x at ``clip`` sigmas (overdispersed)."""
-        self.n += 1
-        a = max(self._alpha, 1.0 / self.n)
+    def update(self, x: float, n: float, clip: float = 0.0, level: bool = True) -> EWRate:
+        """Add x events out of n trials; ``clip > 0`` winsorises x at ``clip`` sigmas (overdispersed).
+
+        ``level=False`` learns only the dispersion: the monitor freezes the rate while a shift is
+        suspected, but the high samples that raise suspicion are exactly the ones the dispersion
+        needs (leaving them out underestimates rho, which makes suspicion more frequent). Such a
+        sample counts with the long-run weight only, so a real shift barely moves rho before it is
+        confirmed, even early in a stream's life.
+        """
+        if level:
+            self.n += 1
+        a = max(self._alpha, 1.0 / self.n) if level else self._alpha
         p = self.p
         v = n * p * (1.0 - p)
         if v > 0.0:
@@ -131,9 +144,9 @@ class EWRate:
                     x = n * p + clip * math.sqrt(v * phi) * (1.0 if x > n * p else -1.0)
             if n >= 2.0:
                 est = (r2 - 1.0) / (n - 1.0)
-                self.rho += a * (est - self.rho)
-                if self.rho < 0.0:
-                    self.rho = 0.0
+                self.rho_raw += a * (est - self.rho_raw)
+        if not level:
+            return self
         decay = 1.0 - self._alpha  # sums need no warm-up correction: the ratio is already an average
         self.events = decay * self.events + x
         self.trials = decay * self.trials + n
@@ -141,10 +154,10 @@ class EWRate:
         return self
 
     def to_state(self) -> list[float]:
-        return [self.n, self.events, self.trials, self.mean_count, self.rho]
+        return [self.n, self.events, self.trials, self.mean_count, self.rho_raw]
 
     @classmethod
     def from_state(cls, state: list[float], halflife_samples: float) -> EWRate:
         r = cls(halflife_samples)
-        r.n, r.events, r.trials, r.mean_count, r.rho = int(state[0]), *map(float, state[1:5])
+        r.n, r.events, r.trials, r.mean_count, r.rho_raw = int(state[0]), *map(float, state[1:5])
         return r

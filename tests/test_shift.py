@@ -65,7 +65,7 @@ def test_errors_at_high_count_are_strong_evidence():
 def test_overdispersion_discounts_the_evidence():
     tidy = _warm(BinomialModel(spec_for("error_rate")), 0.005, 2000.0)
     wild = _warm(BinomialModel(spec_for("error_rate")), 0.005, 2000.0)
-    wild.rate.rho = 0.004  # beta-binomial kappa = 250
+    wild.rate.rho_raw = 0.004  # beta-binomial kappa = 250
     assert _llrs(wild, 0.01, 2000.0)[0] == pytest.approx(_llrs(tidy, 0.01, 2000.0)[0] / (1 + 1999 * 0.004))
 
 

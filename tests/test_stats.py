@@ -67,6 +67,15 @@ def test_rate_overdispersion_estimates_beta_binomial_rho():
     assert r.p == pytest.approx(p, rel=0.1)
 
 
+def test_dispersion_only_update_leaves_the_rate_alone():
+    r = EWRate(halflife_samples=100)
+    for _ in range(50):
+        r.update(10.0, 1000.0)
+    p, n, rho = r.p, r.n, r.rho_raw
+    r.update(60.0, 1000.0, clip=4.0, level=False)  # a suspected sample: the monitor froze the level
+    assert (r.p, r.n) == (p, n) and r.rho_raw > rho
+
+
 def test_binomial_counts_give_no_overdispersion():
     rng = np.random.default_rng(4)
     r = EWRate(halflife_samples=2000)
