@@ -136,11 +136,14 @@ class BinomialModel:
         a, b, delta = self._coefs(pa, pm)
         return a, b, _q_threshold(self.spec.arl0, delta, overshoot=False)
 
-    def rebase(self, sy: float, sw: float) -> None:
-        """Accept the rate of (sy, sw) as the new normal."""
+    def rebase(self, sy: float, sw: float, restart: bool = False) -> None:
+        """Accept the rate of (sy, sw) as the new normal; ``restart``: as the first sample of a new
+        segment, so the rest of the baseline is re-learnt with equal weights."""
+        r = self.rate
         if sw > 0:
-            r = self.rate
             r.events = max((sy / sw) * (r.trials + r.PRIOR_TRIALS) - r.PRIOR_EVENTS, 0.0)
+        if restart:
+            r.n = 1
 
     def to_state(self) -> list[float]:
         return self.rate.to_state()

@@ -136,10 +136,13 @@ class GaussianModel:
         a = (mid - ya) / (sigma * sigma * v) if mid != ya else -sign * d / (sigma * v)
         return a, -a * 0.5 * (mid + ya), _q_threshold(self.spec.arl0, d / math.sqrt(v))
 
-    def rebase(self, sy: float, sw: float) -> None:
-        """Accept the level of (sy, sw) as the new normal."""
+    def rebase(self, sy: float, sw: float, restart: bool = False) -> None:
+        """Accept the level of (sy, sw) as the new normal; ``restart``: as the first sample of a new
+        segment, so the rest of the baseline is re-learnt with equal weights."""
         if sw > 0:
             self.stats.mean = sy / sw
+        if restart:
+            self.stats.n = 1
 
     def to_state(self) -> list[float]:
         return self.stats.to_state()

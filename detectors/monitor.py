@@ -30,7 +30,10 @@ Life of a stream:
    calibration) ends the alarm when the metric recovers. If the shift lasts
    ``accept_s`` (event seconds) it is accepted as the new normal: the baseline
    jumps to the recent level. Either way the monitor watches again and a
-   later shift fires again.
+   later shift fires again. With ``accept_s = 0`` (segmentation, e.g. the
+   TCPDBench run) every confirmed shift starts a new segment at once: the
+   baseline restarts from the excursion's level, is warmed up again, and
+   re-learns its scale (the old segment's is no evidence about the new one).
 
 Input policy:
 
@@ -192,9 +195,9 @@ class MetricMonitor:
         n = c.samples
         for other in self._bank:
             other.clear()
-        if self.spec.accept_s <= 0.0:  # every shift is the new normal at once (segmentation use)
-            model.rebase(sy, sw)
-            self._calibrate()
+        if self.spec.accept_s <= 0.0:  # segmentation use: every shift starts a new segment at once
+            model.rebase(sy, sw, restart=True)
+            self._n = 1  # the new segment's level is its first sample; warm up again
             return anomaly
         ra, rb, rh = model.recovery(sy, sw, sign)
         self._alarm = [ts, sign, sy / n, sw / n, ra, rb, rh]

@@ -70,6 +70,18 @@ def test_a_lasting_shift_becomes_the_new_normal():
     assert fired[0] + 60 < 300  # accepted after 600 s: the 2x level was the norm when the next shift came
 
 
+def test_segmentation_starts_a_new_segment_at_each_change():
+    spec = MetricSpec(kind="gauge", direction="both", min_ratio=1.0, log_scale=False, min_sigma=0.0,
+                      warmup_samples=10, baseline_halflife_samples=20.0, accept_s=0.0)
+    mon = MetricMonitor("svc", "level", spec)
+    rng = random.Random(5)
+    values = [rng.gauss(0, 1) for _ in range(60)] + [rng.gauss(10, 3) for _ in range(60)]
+    values += [rng.gauss(-5, 3) for _ in range(60)]
+    fired = [(i, round(a.onset_ts - T0) // 10) for i, a in feed(mon, values)]
+    # one change point per step, at its onset; the noisier new segment's scale is re-learnt
+    assert [onset for _, onset in fired] == [60, 120] and not mon.alarmed
+
+
 def test_significant_but_harmless_shift_is_ignored():
     rng = random.Random(4)
     mon = monitor("latency_p95")
