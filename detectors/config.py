@@ -102,7 +102,7 @@ class PolicyConfig(_Frozen):
     onset_slack_s: float = Field(default=10.0, ge=0, description="onset estimates up to this long before the deploy still count as after it (clock skew, sample quantisation)")
     clean_s: float = Field(default=600.0, gt=0, description="a version that ran this long without blame is known good")
     succession_s: float = Field(default=120.0, ge=0, description="two deploys of a service this close: blame is ambiguous")
-    follow_s: float = Field(default=300.0, ge=0, description="a service whose shift started up to this long after another deployed service's is its caller, not the cause")
+    follow_s: float = Field(default=30.0, ge=0, description="a service whose shift started up to this long after another deployed service's is its caller, not the cause (cascades reach callers within a few samples; unrelated services in a large fleet deploy minutes apart all the time)")
     shared: SharedIncident = Field(default_factory=SharedIncident)
     context_metrics: tuple[str, ...] = Field(default=("requests",), description="metrics that are context, not harm: never blamed on a deploy; a shift of "
         "one on the same service at the same time makes the blame ambiguous (it might be traffic)")
@@ -135,7 +135,7 @@ class BackoutConfig(_Frozen):
     metrics: dict[str, MetricSpec] = Field(default_factory=lambda: dict(DEFAULT_SPECS))
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     services: dict[str, ServicePolicy] = Field(default_factory=dict)
-    watermark_interval_s: float = Field(default=5.0, gt=0)
+    watermark_interval_s: float = Field(default=1.0, gt=0, description="each metrics partition reports its event-time progress this often: the floor of decision latency")
     hold_s: float = Field(default=10.0, ge=0, description="an anomaly is decided this long (event time) after "
                           "detection, so that other services' simultaneous shifts are confirmed too")
     stall_s: float | None = Field(default=None, gt=0, description="optional backstop: a metrics partition this far "

@@ -87,12 +87,12 @@ class Telemetry:
         return int(value) if value is not None else None
 
 
-async def published_incidents(kafka: KafkaSettings, timeout_s: float = 20.0) -> set[str]:
-    """Incident ids already on ``backout.actions``: a restarted decider never publishes them twice."""
+async def published_incidents(kafka: KafkaSettings, timeout_s: float = 20.0) -> set[tuple[str, str]]:
+    """(incident id, action) pairs already on ``backout.actions``: a restarted decider never says one twice."""
     return await asyncio.to_thread(_read_incidents, kafka, timeout_s)
 
 
-def _read_incidents(kafka: KafkaSettings, timeout_s: float) -> set[str]:
+def _read_incidents(kafka: KafkaSettings, timeout_s: float) -> set[tuple[str, str]]:
     cons = Consumer(kafka.confluent(**{"group.id": "backout-incident-scan", "enable.auto.commit": False}))
     try:
         meta = cons.list_topics(topics.ACTIONS, timeout=timeout_s).topics.get(topics.ACTIONS)
@@ -104,14 +104,15 @@ def _read_incidents(kafka: KafkaSettings, timeout_s: float) -> set[str]:
             if high > low:
                 ends[p] = high
         cons.assign([TopicPartition(topics.ACTIONS, p, 0) for p in ends])
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         deadline = time.monotonic() + timeout_s
         while ends and time.monotonic() < deadline:
             msg = cons.poll(0.5)
             if msg is None or msg.error():
                 continue
             try:
-                seen.add(json.loads(msg.value() or b"")["incident_id"])
+                decision = json.loads(msg.value() or b"")
+                seen.add((decision["incident_id"], decision["action"]))
             except (ValueError, KeyError, TypeError):
                 pass  # not a decision; the actions topic may carry other tools' records
             partition, offset = msg.partition() or 0, msg.offset() or 0

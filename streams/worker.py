@@ -18,8 +18,10 @@ that the core refuses goes to ``backout.deadletter`` with the reason.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -61,7 +63,8 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
         settings.app_id, **kafka.faust(), store=settings.store, datadir=settings.data_dir,
         topic_partitions=settings.partitions, web_port=settings.web_port, web_host="127.0.0.1",
         web_in_thread=False, consumer_auto_offset_reset="earliest", broker_session_timeout=6.0,
-        broker_heartbeat_interval=1.0, table_cleanup_interval=3600.0, producer_linger=0.005,
+        broker_heartbeat_interval=1.0, table_cleanup_interval=3600.0, producer_linger=0.01,
+        producer_max_batch_size=1 << 19, stream_buffer_maxsize=1 << 15, consumer_max_fetch_size=1 << 22,
         recovery_consistency_check=False,  # see the note below create_app
     )
 
@@ -74,13 +77,16 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
     decider_topic = raw_topic(topics.DECIDER, 1)
     outputs = {name: raw_topic(name, settings.partitions)
                for name in (topics.ANOMALIES, topics.ACTIONS, topics.ALERTS, topics.DEADLETTER)}
-    # JSON-serialised dicts (the app's default value serializer), one per (service, metric)
-    monitors = app.Table("monitors", default=None, partitions=settings.partitions)
+    # one compact JSON state per (service, metric), raw bytes: Faust's own codecs cost more than the detector
+    monitors = app.Table("monitors", default=None, partitions=settings.partitions,
+                         schema=faust.Schema(key_type=bytes, value_type=bytes,
+                                             key_serializer="raw", value_serializer="raw"))
+    live: dict[bytes, MetricMonitor] = {}  # the table's states, unpacked; forgotten at every rebalance
     decider_table = app.Table("decider", default=None, partitions=1)
     telemetry = Telemetry(app)
     clocks: dict[int, PartitionClock] = {}
     idle_since: dict[int, float] = {}  # partition -> last-consumed time when it was declared idle
-    published: set[str] | None = None
+    published: set[tuple[str, str]] | None = None  # (incident id, action) already on backout.actions
 
     async def send(record: Record, topic: str, wait: bool = False) -> None:
         key = getattr(record, "service", None)
@@ -104,10 +110,13 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
                 spec = config.spec_for(sample.metric)
                 if spec is None:
                     raise SampleRejected(f"unknown metric {sample.metric!r}: not in the configuration")
-                key = f"{sample.service}\x1f{sample.metric}"
-                state = monitors.get(key)
-                detector = (MetricMonitor(sample.service, sample.metric, spec) if state is None
-                            else MetricMonitor.from_state(state, spec))
+                key = f"{sample.service}\x1f{sample.metric}".encode()
+                detector = live.get(key)
+                if detector is None:
+                    state = monitors.get(key)
+                    detector = (MetricMonitor(sample.service, sample.metric, spec) if state is None
+                                else MetricMonitor.from_state(json.loads(state), spec))
+                    live[key] = detector
                 anomaly = detector.update(sample)
             except (ContractError, SampleRejected) as exc:
                 await dead_letter(event, str(exc))
@@ -120,10 +129,14 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
                 telemetry.anomaly(anomaly)
                 await send(anomaly, topics.ANOMALIES)
                 await send(anomaly, topics.DECIDER, wait=True)
-            monitors[key] = detector.to_state()
+            monitors[key] = json.dumps(detector.to_state(), separators=(",", ":")).encode()
             mark = clock_of(event.message.partition).observe(sample.ts, sample.service)
             if mark is not None:
                 await send(mark, topics.DECIDER)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's stub wants a `signal` kwarg
+    async def forget_live_monitors(sender: Any, revoked: Any, **_: Any) -> None:
+        live.clear()  # another worker may own these keys next; the table is the truth
 
     def clock_of(partition: int) -> PartitionClock:
         if partition not in clocks:
@@ -179,9 +192,10 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
                 continue
             for out in outputs_:
                 if out.type == "decision":
-                    if out.incident_id in published:
+                    said = (out.incident_id, out.action)  # a question may later become a rollback
+                    if said in published:
                         continue
-                    published.add(out.incident_id)
+                    published.add(said)
                     telemetry.decision(out)
                     await send(out, topics.ACTIONS, wait=True)
                 elif out.type == "alert":
@@ -228,9 +242,18 @@ def worker(config_path: str | None, partitions: int | None, store: str | None, d
     overrides: dict[str, Any] = {k: v for k, v in dict(partitions=partitions, store=store, data_dir=data_dir,
                                        web_port=web_port, app_id=app_id).items() if v is not None}
     settings = WorkerSettings(**overrides)
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     config = load_config(config_path or settings.config)
     app = create_app(settings, KafkaSettings(), config)
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    _Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+class _Worker(faust.Worker):
+    """Faust's worker without its terminal spinner, which sets the root logger to DEBUG: every
+    library's debug call then builds a log record (a tenth of the worker's time, measured)."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        pass
 
 
 if __name__ == "__main__":
