@@ -26,13 +26,12 @@ from pathlib import Path
 
 import click
 import numpy as np
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 
 from backout.settings import KafkaSettings
 from streams import topics
 from streams.admin import create_topics
 from streams.broker import EmbeddedBroker
-from streams.kafka import consumer
 from streams.processes import WorkerProcess
 from streams.topics import specs
 
@@ -129,7 +128,9 @@ def latency(prod: Producer, kafka: KafkaSettings, fleet: Fleet, first_round: int
     bad = {first_round + 3 + k * spacing: k * (n // incidents) for k in range(incidents)}
     # versions that ran clean long before: the rollback targets
     produce(prod, topics.DEPLOYS, [fleet.deploy(i, T0 - 3600, "v1", "v0") for i in bad.values()])
-    actions = consumer(kafka, [topics.ACTIONS], from_beginning=False)
+    actions = Consumer(kafka.confluent(**{"group.id": "bench-actions", "auto.offset.reset": "latest",
+                                           "fetch.wait.max.ms": 5}))  # the reader adds no latency of its own
+    actions.subscribe([topics.ACTIONS])
     arrivals: dict[str, tuple[float, float]] = {}  # incident -> (decision ts, wall arrival)
     stop = threading.Event()
 

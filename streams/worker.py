@@ -245,7 +245,27 @@ def worker(config_path: str | None, partitions: int | None, store: str | None, d
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     config = load_config(config_path or settings.config)
     app = create_app(settings, KafkaSettings(), config)
+    _short_fetch_wait()
     _Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+def _short_fetch_wait() -> None:
+    """Faust hard-codes aiokafka's fetch_max_wait_ms to 1.5 s. While the busy metrics partitions
+    have records buffered, the next fetch asks only for the quiet decider partition, and the
+    broker holds it that long: up to 1.5 s on every decision. 50 ms keeps decisions prompt."""
+    from faust.transport.drivers import aiokafka as driver
+
+    create = driver.AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(create, "backout", False):
+        return
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = 50
+        return consumer
+
+    create_worker_consumer.backout = True  # type: ignore[attr-defined]
+    driver.AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
 class _Worker(faust.Worker):
