@@ -135,7 +135,7 @@ class BackoutConfig(_Frozen):
     metrics: dict[str, MetricSpec] = Field(default_factory=lambda: dict(DEFAULT_SPECS))
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     services: dict[str, ServicePolicy] = Field(default_factory=dict)
-    watermark_interval_s: float = Field(default=1.0, gt=0, description="each metrics partition reports its event-time progress this often: the floor of decision latency")
+    watermark_interval_s: float = Field(default=0.5, gt=0, description="each metrics partition reports its event-time progress this often: the floor of decision latency")
     hold_s: float = Field(default=10.0, ge=0, description="an anomaly is decided this long (event time) after "
                           "detection, so that other services' simultaneous shifts are confirmed too")
     stall_s: float | None = Field(default=None, gt=0, description="optional backstop: a metrics partition this far "

@@ -82,6 +82,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
                          schema=faust.Schema(key_type=bytes, value_type=bytes,
                                              key_serializer="raw", value_serializer="raw"))
     live: dict[bytes, MetricMonitor] = {}  # the table's states, unpacked; forgotten at every rebalance
+    live_decider: dict[str, Decider] = {}
     decider_table = app.Table("decider", default=None, partitions=1)
     telemetry = Telemetry(app)
     clocks: dict[int, PartitionClock] = {}
@@ -137,6 +138,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's stub wants a `signal` kwarg
     async def forget_live_monitors(sender: Any, revoked: Any, **_: Any) -> None:
         live.clear()  # another worker may own these keys next; the table is the truth
+        live_decider.clear()
 
     def clock_of(partition: int) -> PartitionClock:
         if partition not in clocks:
@@ -180,13 +182,18 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
                 published = await published_incidents(kafka)
             try:
                 record = decode(event.value)
-                state = decider_table.get(DECIDER_KEY)
-                decider = Decider(config) if state is None else Decider.from_state(state, config)
+                decider = live_decider.get(DECIDER_KEY)
+                if decider is None:
+                    state = decider_table.get(DECIDER_KEY)
+                    decider = Decider(config) if state is None else Decider.from_state(state, config)
+                    live_decider[DECIDER_KEY] = decider
                 outputs_ = decider.handle(record)
             except (ContractError, BackoutError) as exc:
+                live_decider.clear()  # it may have changed half-way: reload the table's state
                 await dead_letter(event, str(exc))
                 continue
             except Exception as exc:  # a bug in the core must not stop the stream, nor lose the record
+                live_decider.clear()
                 log.exception("decider failed on %s", event.message)
                 await dead_letter(event, f"internal error: {exc!r}")
                 continue
