@@ -24,8 +24,12 @@ Life of a stream:
    A significant but harmless shift (below ``min_ratio``) does not freeze the
    baseline, which then absorbs it slowly; that is also how daily swings are
    followed.
-3. **Alarmed**: exactly one :class:`~backout.contracts.Anomaly` was emitted.
-   Nothing more fires while the shift lasts. The baseline is frozen; a
+3. **Alarmed**: one :class:`~backout.contracts.Anomaly` was emitted. It is
+   reported again — same ``onset_ts``, later ``detected_ts``, extra field
+   ``worsened`` — only when the shift gets ``WORSE_FACTOR`` times worse than
+   last reported on ``spike_samples + 1`` samples in a row (a slow rollout
+   reaching more traffic, a leak): a question put to a human may then become
+   a clear-cut rollback. The baseline is frozen; a
    recovery test (a CUSUM for "back halfway to the baseline", same
    calibration) ends the alarm when the metric recovers. If the shift lasts
    ``accept_s`` (event seconds) it is accepted as the new normal: the baseline
@@ -86,6 +90,8 @@ from detectors.spec import MetricSpec
 RECALIBRATE_SAMPLES = 16
 LEVEL_HALFLIFE = 20.0  # samples: the "recent level" an accepted shift is rebased to
 SUSPECT_CLIP = 4.0  # sigmas: a suspected sample still informs the spread (not the level), winsorised
+WORSE_FACTOR = 2.0  # an alarmed shift this many times worse than last reported is reported again
+WORSE_EVENTS = 5.0  # a rate's run must expect this many events at the reported level to count
 STATE_VERSION = 1
 
 
@@ -145,8 +151,7 @@ class MetricMonitor:
                 c.clear()
             self._recovery.clear()
         if self._alarm is not None:
-            self._watch_recovery(y, w, scale, ts)
-            return None
+            return self._watch_recovery(y, w, scale, ts)
         return self._test(sample, y, w, scale, ts)
 
     def _test(self, sample: Metric, y: float, w: float, scale: float, ts: float) -> Anomaly | None:
@@ -200,11 +205,13 @@ class MetricMonitor:
             self._n = 1  # the new segment's level is its first sample; warm up again
             return anomaly
         ra, rb, rh = model.recovery(sy, sw, sign)
-        self._alarm = [ts, sign, sy / n, sw / n, ra, rb, rh]
+        # [alarm ts, sign, recent level y, w, recovery A, B, h, onset, reported level, score,
+        #  and the run of worse samples: its mildest level, its weight, its length]
+        self._alarm = [ts, sign, sy / n, sw / n, ra, rb, rh, anomaly.onset_ts, current, score, 0.0, 0.0, 0.0]
         self._recovery.clear()
         return anomaly
 
-    def _watch_recovery(self, y: float, w: float, scale: float, ts: float) -> None:
+    def _watch_recovery(self, y: float, w: float, scale: float, ts: float) -> Anomaly | None:
         alarm = self._alarm
         assert alarm is not None
         decay = 1.0 - 1.0 / LEVEL_HALFLIFE
@@ -219,9 +226,39 @@ class MetricMonitor:
             self._model.rebase(alarm[2], alarm[3])
             self._alarm = None
         else:
-            return
+            return self._worse(alarm, y, w, ts)
         self._recovery.clear()
         self._calibrate()
+        return None
+
+    def _worse(self, alarm: list[Any], y: float, w: float, ts: float) -> Anomaly | None:
+        """Report the shift again once it got markedly worse, sample after sample.
+
+        Every sample of the run must be ``WORSE_FACTOR`` times past the last reported level (so a
+        spike, however large, breaks no rule), the run must be ``spike_samples + 1`` long, and a
+        rate's run must expect at least ``WORSE_EVENTS`` events at the reported level (20 requests a
+        sample prove nothing about a 2% rate). The level reported is the run's mildest sample.
+        """
+        if len(alarm) < 13:
+            return None
+        model, sign, reported = self._model, alarm[1], alarm[8]
+        now = model.level(y, w)
+        worse = now / reported if sign > 0 and reported > 0 else reported / now if sign < 0 and now > 0 else 0.0
+        if worse < WORSE_FACTOR:
+            alarm[10], alarm[11], alarm[12] = 0.0, 0.0, 0.0
+            return None
+        mildest = now if alarm[12] == 0 else (min(alarm[10], now) if sign > 0 else max(alarm[10], now))
+        alarm[10], alarm[11], alarm[12] = mildest, alarm[11] + w, alarm[12] + 1.0
+        enough = self.spec.kind != "rate" or alarm[11] * reported >= WORSE_EVENTS
+        if alarm[12] <= self.spec.spike_samples or not enough:
+            return None
+        alarm[8], alarm[10], alarm[11], alarm[12] = mildest, 0.0, 0.0, 0.0
+        base = model.baseline
+        extra: dict[str, Any] = {"direction": "up" if sign > 0 else "down", "kind": self.spec.kind,
+                                 "worsened": True}
+        return Anomaly(ts=ts, service=self.service, metric=self.metric, detector=model.detector,
+                       onset_ts=alarm[7], detected_ts=ts, baseline=base, current=mildest,
+                       ratio=mildest / base if base != 0.0 else 0.0, score=alarm[9], **extra)
 
     def _calibrate(self) -> None:
         self._since = 0

@@ -120,3 +120,23 @@ def test_partitioned_live_composition_takes_the_backtest_decisions():
     for seed in (1, 2):
         got = sorted(d.model_dump_json() for d in _live(records, partitions=3, seed=seed))
         assert got == expected
+
+
+def test_a_question_becomes_a_rollback_when_the_shift_gets_much_worse():
+    """A slow rollout: 4x errors after the deploy (ask), then 24x as it reaches all traffic (act)."""
+    rng = random.Random(3)
+    t0 = 1_767_225_600.0
+    records: list = [Deploy(ts=t0 - 3600, service="cart", deploy_id="cart-1", version="v1", previous_version="v0")]
+    for i in range(200):
+        ts = t0 + 10 * i
+        if i == 90:
+            records.append(Deploy(ts=ts - 5, service="cart", deploy_id="cart-2", version="v2", previous_version="v1"))
+        p = 0.005 if i < 90 else 0.02 if i < 120 else 0.12
+        errors = sum(rng.random() < p for _ in range(1000))
+        records.append(Metric(ts=ts, service="cart", metric="error_rate", value=errors / 1000, count=1000))
+    out, _ = run_engine(records)
+    decisions = [(d.action, d.incident_id, d.to_version) for d in out if isinstance(d, Decision)]
+    assert [a for a, _, _ in decisions] == ["request_approval", "rollback"]
+    assert decisions[0][1] == decisions[1][1] and decisions[1][2] == "v1"
+    worsened = [a for a in out if isinstance(a, Anomaly) and (a.model_extra or {}).get("worsened")]
+    assert len(worsened) == 1

@@ -224,3 +224,20 @@ def test_a_single_spike_never_fires(metric, seed, length, size, at, count):
     spike = min(size, 1.0) if metric == "error_rate" else min(size / 1e6, 1.0) if metric == "health" else size
     values += [spike] * min(length, spec.spike_samples) + [base] * 100
     assert feed(monitor(metric), values, count if metric == "error_rate" else None) == []
+
+
+def test_a_shift_that_gets_much_worse_is_reported_again_with_its_onset():
+    rng = random.Random(5)
+    mon = monitor("error_rate")
+    base = feed(mon, noisy_rates(rng, 0.005, 1000, 60), counts=1000)
+    assert base == []
+    first = feed(mon, noisy_rates(rng, 0.02, 1000, 12), counts=1000, start=60)  # 4x: a question, maybe
+    assert len(first) == 1
+    spike = feed(mon, [0.2] + noisy_rates(rng, 0.02, 1000, 6), counts=1000, start=72)  # one spike: nothing
+    assert spike == []
+    worse = feed(mon, noisy_rates(rng, 0.12, 1000, 12), counts=1000, start=79)  # 24x: clear-cut now
+    assert len(worse) == 1
+    (_, a0), (_, a1) = first[0], worse[0]
+    assert a1.onset_ts == a0.onset_ts and a1.detected_ts > a0.detected_ts
+    assert a1.model_extra["worsened"] is True and a1.current > 4 * a0.current
+    assert feed(mon, noisy_rates(rng, 0.12, 1000, 20), counts=1000, start=91) == []  # steady: said once
