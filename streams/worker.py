@@ -123,6 +123,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
                 await dead_letter(event, str(exc))
                 continue
             except Exception as exc:  # a bug in the core must not stop the stream, nor lose the record
+                live.clear()  # a monitor may have changed half-way: reload the table's states
                 log.exception("monitor failed on %s", event.message)
                 await dead_letter(event, f"internal error: {exc!r}")
                 continue
