@@ -33,7 +33,8 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         args = [sys.executable, "-m", "backout.cli", "worker", "--app-id", self.app_id,
                 "--partitions", str(self.partitions), "--store", self.store,
-                "--data-dir", str(self.data_dir), "--web-port", str(self.web_port), "--loglevel", os.environ.get("BACKOUT_LOGLEVEL", "warning")]
+                "--data-dir", str(self.data_dir), "--web-port", str(self.web_port),
+                "--loglevel", os.environ.get("BACKOUT_LOGLEVEL", "warning")]
         if self.config:
             args += ["--config", self.config]
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}

@@ -82,7 +82,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
                          schema=faust.Schema(key_type=bytes, value_type=bytes,
                                              key_serializer="raw", value_serializer="raw"))
     live: dict[bytes, MetricMonitor] = {}  # the table's states, unpacked; forgotten at every rebalance
-    live_decider: dict[str, Decider] = {}
+    live_decider: Decider | None = None  # the decider table's state, unpacked, likewise
     decider_table = app.Table("decider", default=None, partitions=1)
     telemetry = Telemetry(app)
     clocks: dict[int, PartitionClock] = {}
@@ -138,8 +138,9 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's stub wants a `signal` kwarg
     async def forget_live_monitors(sender: Any, revoked: Any, **_: Any) -> None:
+        nonlocal live_decider
         live.clear()  # another worker may own these keys next; the table is the truth
-        live_decider.clear()
+        live_decider = None
 
     def clock_of(partition: int) -> PartitionClock:
         if partition not in clocks:
@@ -156,12 +157,11 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
             last = telemetry.last_consumed(tp.partition, default=now)
             if now - last < settings.idle_after_s or telemetry.behind(tp.topic, tp.partition):
                 continue
-            clock = clock_of(tp.partition)
             if idle_since.get(tp.partition) == last:
                 continue  # already said, and nothing came since
             idle_since[tp.partition] = last
             fallback = max((c.max_ts for c in clocks.values()), default=0.0) or time.time()
-            await send(clock.idle(default_ts=fallback), topics.DECIDER)
+            await send(clock_of(tp.partition).idle(default_ts=fallback), topics.DECIDER)
 
     @app.agent(deploys_topic)
     async def forward_deploys(stream: Any) -> None:
@@ -176,25 +176,25 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
 
     @app.agent(decider_topic)
     async def decide(stream: Any) -> None:
-        nonlocal published
+        nonlocal published, live_decider
         async for event in stream.events():
             telemetry.consumed(event.message)
             if published is None:  # the actions topic is the record of what was already decided
                 published = await published_incidents(kafka)
             try:
                 record = decode(event.value)
-                decider = live_decider.get(DECIDER_KEY)
+                decider = live_decider
                 if decider is None:
                     state = decider_table.get(DECIDER_KEY)
                     decider = Decider(config) if state is None else Decider.from_state(state, config)
-                    live_decider[DECIDER_KEY] = decider
+                    live_decider = decider
                 outputs_ = decider.handle(record)
             except (ContractError, BackoutError) as exc:
-                live_decider.clear()  # it may have changed half-way: reload the table's state
+                live_decider = None  # it may have changed half-way: reload the table's state
                 await dead_letter(event, str(exc))
                 continue
             except Exception as exc:  # a bug in the core must not stop the stream, nor lose the record
-                live_decider.clear()
+                live_decider = None
                 log.exception("decider failed on %s", event.message)
                 await dead_letter(event, f"internal error: {exc!r}")
                 continue
