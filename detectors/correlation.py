@@ -180,7 +180,8 @@ def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
     # services that shifted no later than this one, for no deploy of theirs: something else may be going on
     # (those that shifted later are more likely its callers)
     before = sorted({s.service for s in shifts if s.metric == shift.metric and s.service != shift.service
-                     and shift.onset_ts - cfg.within_s <= s.onset_ts <= shift.onset_ts})
+                     and shift.onset_ts - cfg.within_s <= s.onset_ts <= shift.onset_ts
+                     and not any(blameable(c, s.onset_ts, policy) for c in views(s.service).changes)})
     if before:
         verdict.ambiguity.append(f"{', '.join(before)} shifted at the same time or earlier")
     return verdict

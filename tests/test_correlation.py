@@ -109,3 +109,12 @@ def test_onsets_within_the_slack_are_the_same_moment():
 def test_onset_dated_before_the_deploy_needs_enough_samples_after_it(samples, kind):
     s = Shift("a", "error_rate", T - 300, T + 100, 0.01, 0.05, 5.0, 9.0, "test", samples)
     assert judge(s, view(change(0))).kind == kind
+
+
+def test_an_earlier_shift_explained_by_its_own_deploy_casts_no_doubt():
+    """Two unrelated bad deploys 40 s apart in a large fleet: each is clear on its own."""
+    earlier, views = [shift("b", 60)], {"b": view(change(50, "b2", prev="b1"))}
+    own = view(change(90))
+    assert not judge(shift("a", onset=100), own, earlier, views, services=2000).ambiguity
+    unexplained = judge(shift("a", onset=100), own, earlier, {}, services=2000)
+    assert any("shifted at the same time or earlier" in a for a in unexplained.ambiguity)
