@@ -119,6 +119,18 @@ class BinomialModel:
         p, p0 = sy / sw, self.rate.p
         return p >= p0 * self.spec.min_ratio and p > p0 if sign > 0 else p <= p0 / self.spec.min_ratio and p < p0
 
+    @property
+    def center(self) -> float:
+        """The baseline rate, events per trial (for :mod:`detectors.onset`)."""
+        return self.rate.p
+
+    def onset_gain(self, sy: float, sw: float, sign: int) -> float:
+        """GLR of "sy events in sw trials moved from the baseline rate in direction sign", times phi."""
+        if sw <= 0.0:
+            return 0.0
+        p, p0 = min(max(sy / sw, 0.0), 1.0), self.rate.p
+        return sw * _kl(p, p0) if sign * (p - p0) > 0.0 else 0.0
+
     def level(self, sy: float, sw: float) -> float:
         return sy / sw if sw > 0 else self.baseline
 

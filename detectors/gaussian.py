@@ -114,6 +114,16 @@ class GaussianModel:
         diff = sign * (sy / sw - self.stats.mean)
         return diff > 0.0 and diff >= self._floor(sign)
 
+    @property
+    def center(self) -> float:
+        """The baseline level per unit weight, in tested units (for :mod:`detectors.onset`)."""
+        return self.stats.mean
+
+    def onset_gain(self, sy: float, sw: float, sign: int) -> float:
+        """GLR of "a segment with sums (sy, sw) moved from the baseline in direction sign", times sigma**2."""
+        diff = sy - sw * self.stats.mean
+        return diff * diff / sw if sign * diff > 0.0 and sw > 0.0 else 0.0
+
     def value(self, y: float) -> float:
         """A tested value back in the metric's units."""
         return math.exp(y) if self._log else y

@@ -55,13 +55,17 @@ Input policy:
 * ``enabled=False`` specs (``requests``): samples are checked and recorded,
   never tested.
 
-Anomaly fields: ``onset_ts`` is the ts of the excursion's first sample (the
-CUSUM's last zero), ``detected_ts = ts`` the confirming sample's,
+Anomaly fields: ``onset_ts`` is where the level moved: the start of the
+newest segment of the last ``ONSET_WINDOW`` tested samples with the largest
+likelihood ratio against the baseline, k strongest samples left out
+(:mod:`detectors.onset`), or the CUSUM's last zero when that window cannot see
+the change; ``detected_ts = ts`` the confirming sample's,
 ``baseline``/``current`` in the metric's units (``current`` = the excursion's
 level without its k strongest samples; rates count-weighted),
 ``ratio = current / baseline``, ``score`` = trimmed statistic / threshold
 (>= 1; a log-likelihood-ratio multiple of what ARL0 requires). Extra fields:
-``direction`` ("up"/"down" as observed), ``kind``, ``samples`` (excursion length).
+``direction`` ("up"/"down" as observed), ``kind``, ``samples`` (the CUSUM
+excursion's length).
 
 >>> from backout.contracts import Metric
 >>> from detectors.spec import spec_for
@@ -85,6 +89,7 @@ from backout.errors import DuplicateSample, OutOfOrderSample
 from detectors.binomial import BinomialModel
 from detectors.cusum import TrimmedCusum
 from detectors.gaussian import GaussianModel
+from detectors.onset import OnsetWindow
 from detectors.spec import MetricSpec
 
 RECALIBRATE_SAMPLES = 16
@@ -92,7 +97,8 @@ LEVEL_HALFLIFE = 20.0  # samples: the "recent level" an accepted shift is rebase
 SUSPECT_CLIP = 4.0  # sigmas: a suspected sample still informs the spread (not the level), winsorised
 WORSE_FACTOR = 2.0  # an alarmed shift this many times worse than last reported is reported again
 WORSE_EVENTS = 5.0  # a rate's run must expect this many events at the reported level to count
-STATE_VERSION = 1
+ONSET_WINDOW = 64  # tested samples kept to estimate an onset (detectors.onset: ~3x the slowest design's delay)
+STATE_VERSION = 2  # 2: adds the onset window; a version 1 state loads with an empty one
 
 
 class MetricMonitor:
@@ -116,6 +122,7 @@ class MetricMonitor:
         self._bank: list[TrimmedCusum] = []
         self._alarm: list[Any] | None = None  # [alarm_ts, sign, level_y, level_w, A, B, h]
         self._recovery = TrimmedCusum(spec.spike_samples)
+        self._window = OnsetWindow(ONSET_WINDOW, spec.spike_samples)
 
     @property
     def alarmed(self) -> bool:
@@ -150,6 +157,7 @@ class MetricMonitor:
             for c in self._bank:
                 c.clear()
             self._recovery.clear()
+            self._window.clear()
         if self._alarm is not None:
             return self._watch_recovery(y, w, scale, ts)
         return self._test(sample, y, w, scale, ts)
@@ -161,6 +169,7 @@ class MetricMonitor:
         best_score = 0.0
         freeze = False
         root = math.sqrt(w * scale)
+        self._window.add(y, w, ts)
         for j, (sign, a, b, h, c1, c2) in enumerate(self._designs):
             llr = (a * y + b * w) / scale
             cap = (c1 * w + c2 * root) / scale
@@ -194,12 +203,14 @@ class MetricMonitor:
         ratio = current / base if base != 0.0 else 0.0
         extra: dict[str, Any] = {"direction": "up" if sign > 0 else "down", "kind": self.spec.kind,
                                  "samples": c.samples}
+        onset = self._window.onset(model.center, model.onset_gain, sign, c.onset_ts)
         anomaly = Anomaly(ts=ts, service=self.service, metric=self.metric, detector=model.detector,
-                          onset_ts=c.onset_ts, detected_ts=ts, baseline=base, current=current,
+                          onset_ts=onset, detected_ts=ts, baseline=base, current=current,
                           ratio=ratio, score=score, **extra)
         n = c.samples
         for other in self._bank:
             other.clear()
+        self._window.clear()
         if self.spec.accept_s <= 0.0:  # segmentation use: every shift starts a new segment at once
             model.rebase(sy, sw, restart=True)
             self._n = 1  # the new segment's level is its first sample; warm up again
@@ -274,12 +285,12 @@ class MetricMonitor:
         return {"v": STATE_VERSION, "s": self.service, "m": self.metric, "ts": self._last_ts,
                 "n": self._n, "i": self._since, "b": self._model.to_state(),
                 "d": [list(d) for d in self._designs], "c": [c.to_state() for c in self._bank],
-                "a": self._alarm, "r": self._recovery.to_state()}
+                "a": self._alarm, "r": self._recovery.to_state(), "o": self._window.to_state()}
 
     @classmethod
     def from_state(cls, state: dict, spec: MetricSpec) -> MetricMonitor:
-        if state.get("v") != STATE_VERSION:
-            raise ValueError(f"monitor state version {state.get('v')!r} is not {STATE_VERSION}")
+        if state.get("v") not in (1, STATE_VERSION):
+            raise ValueError(f"monitor state version {state.get('v')!r} is not 1 or {STATE_VERSION}")
         mon = cls(state["s"], state["m"], spec)
         mon._last_ts = float(state["ts"])
         mon._n, mon._since = int(state["n"]), int(state["i"])
@@ -288,4 +299,5 @@ class MetricMonitor:
         mon._bank = [TrimmedCusum.from_state(c, spec.spike_samples) for c in state["c"]]
         mon._alarm = None if state["a"] is None else [float(v) for v in state["a"]]
         mon._recovery = TrimmedCusum.from_state(state["r"], spec.spike_samples)
+        mon._window = OnsetWindow.from_state(state.get("o", []), ONSET_WINDOW, spec.spike_samples)
         return mon

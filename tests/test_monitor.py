@@ -82,6 +82,31 @@ def test_segmentation_starts_a_new_segment_at_each_change():
     assert [onset for _, onset in fired] == [60, 120] and not mon.alarmed
 
 
+def test_onset_is_where_the_level_moved_not_where_the_cusum_left_zero():
+    spec = MetricSpec(kind="gauge", direction="up", min_ratio=1.0, log_scale=False, min_sigma=0.0)
+    # a two-sample bump at 92-93 starts the smallest design's excursion; the level moves at 100
+    values = [0.5, -0.5, 0.0, 0.3, -0.3] * 18 + [0.5, -0.5, 0.8, 0.9] + [0.0] * 6 + [0.7, 0.5, 0.6, 0.8, 0.4] * 6
+    mon = MetricMonitor("svc", "x", spec)
+    fired = feed(mon, values)
+    assert [(i, round(a.onset_ts - T0) // 10) for i, a in fired] == [(113, 100)]
+    assert fired[0][1].samples == 113 - 92 + 1  # the CUSUM's excursion, reported as it is
+
+
+def test_a_version_1_state_loads_with_an_empty_onset_window():
+    mon = monitor("latency_p95")
+    feed(mon, [0.2, 0.21, 0.19] * 20)
+    state = json.loads(json.dumps(mon.to_state()))
+    assert state["v"] == 2 and len(state["o"][1]) == 30  # the tested samples after the warm-up
+    del state["o"]
+    state["v"] = 1
+    old = MetricMonitor.from_state(state, spec_for("latency_p95"))
+    assert old.to_state()["o"] == [0.0, []]
+    fired = feed(old, [0.4] * 5, start=60)
+    assert [(i, a.onset_ts) for i, a in fired] == [(62, T0 + 600.0)]
+    with pytest.raises(ValueError, match="monitor state version 3 is not 1 or 2"):
+        MetricMonitor.from_state({**state, "v": 3}, spec_for("latency_p95"))
+
+
 def test_significant_but_harmless_shift_is_ignored():
     rng = random.Random(4)
     mon = monitor("latency_p95")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from detectors.binomial import BinomialModel
 from detectors.cusum import TrimmedCusum
 from detectors.gaussian import GaussianModel
+from detectors.onset import OnsetWindow
 from detectors.spec import MetricSpec, spec_for
 
 
@@ -109,3 +113,69 @@ def test_spec_validation_lists_valid_values():
         MetricSpec(kind="gauge", direction="up", min_ratio=1.2, shift_grid=(2.0, 3.0))
     with pytest.raises(ValueError, match="'rate', 'gauge' or 'health'"):
         MetricSpec(kind="counter", direction="up", min_ratio=1.2)
+
+
+# -- onset --------------------------------------------------------------------------------------
+
+
+def _gauge_gain(sy, sw, sign):  # baseline 0, sigma 1
+    return sy * sy / sw if sign * sy > 0 else 0.0
+
+
+def _window(values, k=2, size=64, start=1):
+    w = OnsetWindow(size, k)
+    for ts, y in enumerate(values, start):
+        w.add(y, 1.0, float(ts))
+    return w
+
+
+def test_onset_is_the_start_of_the_segment_that_moved_most():
+    w = _window([0.0, 0.1, -0.1, 0.6, 0.4, 0.1, 2.0, 2.1, 1.9, 2.0])
+    assert w.onset(0.0, _gauge_gain, 1, fallback=4.0) == 7.0
+    down = _window([0.0, 0.1, -0.1, 0.0, -2.0, -2.1, -1.9, -2.0])
+    assert down.onset(0.0, _gauge_gain, -1, fallback=2.0) == 5.0
+    assert down.onset(0.0, _gauge_gain, 1, fallback=2.0) == 2.0  # nothing moved up: the CUSUM's onset
+
+
+def test_a_spike_just_before_a_shift_does_not_pull_its_onset_back():
+    values = [0.0, 0.1, -0.1, 0.0, 40.0, 0.0, 0.1, 2.0, 2.1, 1.9, 2.0, 2.2]
+    assert _window(values).onset(0.0, _gauge_gain, 1, fallback=5.0) == 8.0
+    assert _window(values, k=0).onset(0.0, _gauge_gain, 1, fallback=5.0) == 5.0  # untrimmed, it would
+
+
+def test_onset_falls_back_to_the_cusum_when_the_window_cannot_see_the_change():
+    assert _window([5.0, 5.0]).onset(0.0, _gauge_gain, 1, fallback=1.0) == 1.0  # <= k samples
+    w = _window([0.0] * 10 + [3.0] * 10, size=8)  # holds ts 13..20 only
+    assert len(w) == 8 and w.onset(0.0, _gauge_gain, 1, fallback=11.0) == 11.0
+    w.clear()
+    assert len(w) == 0 and w.onset(0.0, _gauge_gain, 1, fallback=11.0) == 11.0
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        OnsetWindow(0, 2)
+
+
+def test_rate_onset_gain_is_the_binomial_glr_in_the_direction():
+    m = _warm(BinomialModel(spec_for("error_rate")), 0.01, 1000.0)
+    p0 = m.center
+    assert m.onset_gain(50.0, 1000.0, 1) == pytest.approx(1000.0 * (0.05 * math.log(0.05 / p0)
+                                                                  + 0.95 * math.log(0.95 / (1 - p0))))
+    assert m.onset_gain(50.0, 1000.0, -1) == 0.0 and m.onset_gain(0.0, 0.0, 1) == 0.0
+    g = _warm(GaussianModel(spec_for("latency_p95")), 0.2, None)
+    assert g.center == pytest.approx(math.log(0.2))
+    assert g.onset_gain(2 * math.log(0.3), 2.0, 1) == pytest.approx(2 * math.log(1.5) ** 2)
+    assert g.onset_gain(2 * math.log(0.3), 2.0, -1) == 0.0
+
+
+@given(rows=st.lists(st.tuples(st.floats(-1e9, 1e9), st.floats(0.0, 1e6), st.floats(1e-3, 1e3)),
+                     max_size=80),
+       t0=st.sampled_from([0.0, 1e-9, 1.0, 1_767_225_600.0]))
+def test_onset_window_state_round_trips_exactly(rows, t0):
+    w = OnsetWindow(64, 2)
+    ts = t0
+    for y, n, step in rows:
+        ts += step
+        w.add(y, n, ts)
+    state = w.to_state()
+    back = OnsetWindow.from_state(json.loads(json.dumps(state)), 64, 2)
+    assert back.to_state() == state and back._buf == w._buf
+    gain = _gauge_gain
+    assert back.onset(0.0, gain, 1, ts) == w.onset(0.0, gain, 1, ts)
