@@ -3,15 +3,18 @@
     .venv/bin/python bench/pipeline.py --json [--services 2000] [--partitions 8] [--store rocksdb://]
 
 Phase 1 (throughput): rounds of samples for every (service, metric) — error
-rate with its request count, p95 latency, health, traffic — published as fast
-as the producer goes; ``samples_per_s`` is the worker's steady consumption
-rate (10% → 90% of the backlog, read from its own ``/metrics``).
+rate with its request count, p95 latency, health, traffic — are published
+first; then the worker starts on that backlog. ``samples_per_s`` is its steady
+consumption rate (10% → 90% of the backlog, read from its own ``/metrics``),
+so the bench producer's own pace does not enter it.
 
-Phase 2 (latency): the stream continues in real time at a fraction of that
-rate; bad deploys are injected into a few services (error rate 0.5% → 10%).
-A decision is due when event time passes its ``ts``, so its latency is from
-the produce of the round during which event time crossed ``ts`` (each round is
-one burst) to the decision's arrival on ``backout.actions``. Prints ``p50_latency_s`` and ``p99_latency_s``.
+Phase 2 (latency): the stream continues in real time at half that rate, at
+most 8,000 samples/s (ten times the real load of 2,000 services × 4 metrics
+every 10 s); samples are sent at their event time, in 50 slices per round, and
+bad deploys are injected into a few services (error rate 0.5% → 10%). A
+decision is due when event time passes its ``ts``; its latency runs from that
+moment to the decision's arrival on ``backout.actions``. Prints
+``p50_latency_s`` and ``p99_latency_s``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import click
 import numpy as np
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from backout.settings import KafkaSettings
 from streams import topics
@@ -90,16 +93,31 @@ def consumed(worker: WorkerProcess) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def decider_lag(worker: WorkerProcess) -> float:
+    match = re.search(rf'backout_consumer_lag{{partition="0",topic="{re.escape(topics.DECIDER)}"}} (\S+)',
+                      worker.metrics())
+    return float(match.group(1)) if match else float("inf")
+
+
+def caught_up(worker: WorkerProcess, timeout_s: float = 300.0) -> float:
+    """Seconds until the decider has taken every watermark and anomaly of the backlog."""
+    start = time.monotonic()
+    while decider_lag(worker) > 0 and time.monotonic() - start < timeout_s:
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
 def throughput(prod: Producer, worker: WorkerProcess, fleet: Fleet, rounds: int, log) -> tuple[float, float]:
-    """Publish ``rounds`` rounds at once; return (steady samples/s, wall seconds to drain)."""
+    """Publish ``rounds`` rounds, then start the worker on that backlog; return (steady samples/s, drain s).
+
+    The backlog is on the broker before the worker starts, so the figure is the worker's own pace,
+    not the bench producer's."""
     total = rounds * len(fleet.names) * 4
-
-    def publish_all() -> None:
-        for r in range(rounds):
-            produce(prod, topics.METRICS, fleet.round(r))
-        prod.flush(60)
-
-    threading.Thread(target=publish_all, daemon=True).start()
+    for r in range(rounds):
+        produce(prod, topics.METRICS, fleet.round(r))
+    prod.flush(120)
+    worker.start()
+    worker.wait_ready()
     start = time.monotonic()
     marks: list[tuple[float, float]] = []
     while True:
@@ -107,7 +125,7 @@ def throughput(prod: Producer, worker: WorkerProcess, fleet: Fleet, rounds: int,
         marks.append((time.monotonic(), n))
         if n >= total or time.monotonic() - start > 1200:
             break
-        time.sleep(0.5)
+        time.sleep(0.25)
         if len(marks) % 20 == 0:
             log(f"  consumed {n:,.0f} / {total:,}")
     lo = next(m for m in marks if m[1] >= 0.1 * total)
@@ -128,9 +146,13 @@ def latency(prod: Producer, kafka: KafkaSettings, fleet: Fleet, first_round: int
     bad = {first_round + 3 + k * spacing: k * (n // incidents) for k in range(incidents)}
     # versions that ran clean long before: the rollback targets
     produce(prod, topics.DEPLOYS, [fleet.deploy(i, T0 - 3600, "v1", "v0") for i in bad.values()])
-    actions = Consumer(kafka.confluent(**{"group.id": "bench-actions", "auto.offset.reset": "latest",
+    actions = Consumer(kafka.confluent(**{"group.id": "bench-actions", "enable.auto.commit": False,
                                            "fetch.wait.max.ms": 5}))  # the reader adds no latency of its own
-    actions.subscribe([topics.ACTIONS])
+    # assigned at the current ends, not subscribed: a group join takes seconds, and the first decisions
+    # come sooner than that at this pace
+    parts = actions.list_topics(topics.ACTIONS, timeout=10).topics[topics.ACTIONS].partitions
+    actions.assign([TopicPartition(topics.ACTIONS, p, actions.get_watermark_offsets(
+        TopicPartition(topics.ACTIONS, p), timeout=10)[1]) for p in parts])
     arrivals: dict[str, tuple[float, float]] = {}  # incident -> (decision ts, wall arrival)
     stop = threading.Event()
 
@@ -143,7 +165,6 @@ def latency(prod: Producer, kafka: KafkaSettings, fleet: Fleet, first_round: int
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    time.sleep(3)  # the watcher's consumer joins
     ts0, wall0 = T0 + first_round * STEP_S, time.monotonic()
     for r in range(first_round, first_round + rounds):
         if r in bad:
@@ -187,14 +208,15 @@ def main(services: int, partitions: int, rounds: int, latency_rounds: int, incid
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
         create_topics(kafka, specs(partitions))
         worker = WorkerProcess(broker.bootstrap, Path(tmp) / "w", partitions=partitions, store=store,
-                               log=Path(tmp) / "worker.log").start()
+                               log=Path(tmp) / "worker.log")
         try:
-            worker.wait_ready()
             prod = Producer(kafka.confluent(**{"linger.ms": 20, "batch.num.messages": 10000,
                                                "queue.buffering.max.messages": 1_000_000}))
-            log(f"phase 1: {rounds} rounds x {services} services x 4 metrics, published at once")
+            log(f"phase 1: {rounds} rounds x {services} services x 4 metrics published, then the worker started")
             rate, drain_s = throughput(prod, worker, fleet, rounds, log)
             log(f"  {rate:,.0f} samples/s")
+            decider_catchup_s = caught_up(worker)  # phase 2 measures latency in the steady state
+            log(f"  the decider caught up {decider_catchup_s:.1f} s after the samples")
             pace = min(0.5 * rate, 8000.0)
             log(f"phase 2: {latency_rounds} real-time rounds at {pace:,.0f} samples/s, {incidents} bad deploys")
             lat = latency(prod, kafka, fleet, rounds, latency_rounds, pace, incidents, log)
@@ -203,6 +225,7 @@ def main(services: int, partitions: int, rounds: int, latency_rounds: int, incid
     result = {
         "samples_per_s": round(rate, 1),
         "drain_s": round(drain_s, 1),
+        "decider_catchup_s": round(decider_catchup_s, 1),
         "services": services, "metrics_per_service": 4, "partitions": partitions, "store": store,
         "latency_pace_samples_per_s": round(pace, 1),
         "decisions": len(lat),

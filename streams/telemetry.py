@@ -36,25 +36,26 @@ class Telemetry:
         self.lag = Gauge("backout_consumer_lag", "Records behind the partition's high watermark",
                          ["topic", "partition"], registry=self.registry)
         self._positions: dict[tuple[str, int], int] = {}
+        self._highwaters: dict[tuple[str, int], int] = {}
         self._last_sample: dict[int, float] = {}  # metrics partition -> monotonic time of its last record
         self._samples = 0
         self._last_scrape = (time.monotonic(), 0)
 
-    def consumed(self, message: Any) -> None:
-        self.records.labels(message.topic).inc()
-        self._positions[(message.topic, message.partition)] = message.offset + 1
-        if message.topic == topics.METRICS:
-            self._samples += 1
-            self._last_sample[message.partition] = time.monotonic()
+    def consumed(self, topic: str, partition: int, next_offset: int, count: int = 1) -> None:
+        """``count`` records of ``topic[partition]`` taken, up to ``next_offset``."""
+        self.records.labels(topic).inc(count)
+        self._positions[(topic, partition)] = next_offset
+        if topic == topics.METRICS:
+            self._samples += count
+            self._last_sample[partition] = time.monotonic()
 
     def last_consumed(self, partition: int, default: float) -> float:
         """When a record of this metrics partition was last consumed (first asked: ``default``)."""
         return self._last_sample.setdefault(partition, default)
 
-    def behind(self, topic: str, partition: int) -> bool:
-        """Records are waiting on the broker that this worker has not consumed yet."""
-        highwater = self._highwater(topic, partition)
-        return highwater is not None and highwater > self._positions.get((topic, partition), 0)
+    def highwater(self, topic: str, partition: int, offset: int) -> None:
+        """The end of a partition read outside Faust (the metrics stage), for the lag gauge."""
+        self._highwaters[(topic, partition)] = offset
 
     def anomaly(self, anomaly: Anomaly) -> None:
         self.anomalies.labels(anomaly.metric).inc()
@@ -71,7 +72,7 @@ class Telemetry:
         if now > then:
             self.samples_per_s.set((self._samples - samples) / (now - then))
         self._last_scrape = (now, self._samples)
-        for (topic, partition), position in self._positions.items():
+        for (topic, partition), position in list(self._positions.items()):  # the metrics stage adds keys
             highwater = self._highwater(topic, partition)
             if highwater is not None:
                 self.lag.labels(topic, str(partition)).set(max(0, highwater - position))
@@ -80,6 +81,8 @@ class Telemetry:
     def _highwater(self, topic: str, partition: int) -> int | None:
         from faust.types import TP
 
+        if (topic, partition) in self._highwaters:
+            return self._highwaters[(topic, partition)]
         try:
             value = self.app.consumer.highwater(TP(topic, partition))
         except Exception:  # consumer not started or partition not assigned any more

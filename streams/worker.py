@@ -2,15 +2,16 @@
 
 Two stages, the same parts as the backtest (:class:`detectors.engine.Engine`):
 
-* ``monitor`` — metric samples (partitioned by service) through one
-  :class:`~detectors.monitor.MetricMonitor` per (service, metric), whose state
-  lives in the changelog-backed ``monitors`` table. Anomalies go to
+* the metrics stage (:mod:`streams.monitor_stage`) — metric samples
+  (partitioned by service) through one :class:`~detectors.monitor.MetricMonitor`
+  per (service, metric), read in batches with confluent-kafka in a thread of
+  its own, state checkpointed to a compacted changelog. Anomalies go to
   ``backout.anomalies``; anomalies and event-time watermarks also go to the
   single-partition internal decider topic.
-* ``forward_deploys`` — deploy records, validated, onto the decider topic.
-* ``decide`` — the :class:`~detectors.decider.Decider` on that one ordered
-  stream; its state lives in the ``decider`` table. Decisions go to
-  ``backout.actions``, human messages to ``backout.alerts``.
+* Faust agents: ``forward_deploys`` puts validated deploy records on the
+  decider topic; ``decide`` runs the :class:`~detectors.decider.Decider` on that
+  one ordered stream, its state in the changelog-backed ``decider`` table.
+  Decisions go to ``backout.actions``, human messages to ``backout.alerts``.
 
 Agents only decode, call the core and send. Anything that fails validation or
 that the core refuses goes to ``backout.deadletter`` with the reason.
@@ -18,9 +19,8 @@ that the core refuses goes to ``backout.deadletter`` with the reason.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +28,14 @@ import click
 import faust
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from backout.contracts import Deploy, Metric, Record, decode, encode
-from backout.errors import BackoutError, ContractError, SampleRejected
+from backout.contracts import Deploy, Record, decode, encode
+from backout.errors import BackoutError, ContractError
 from backout.settings import KafkaSettings
 from detectors.config import BackoutConfig, load_config
 from detectors.decider import Decider
-from detectors.monitor import MetricMonitor
-from detectors.watermark import PartitionClock
 from streams import topics
 from streams.deadletter import envelope
+from streams.monitor_stage import MonitorStage
 from streams.telemetry import Telemetry, published_incidents
 
 log = logging.getLogger("backout.worker")
@@ -55,6 +54,7 @@ class WorkerSettings(BaseSettings):
     web_port: int = 6066
     config: str | None = None
     idle_after_s: float = 10.0  # a caught-up metrics partition this long without a sample is declared idle
+    checkpoint_s: float = 5.0  # how often the metrics stage writes changed monitor states (and commits)
 
 
 def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutConfig) -> faust.App:
@@ -64,7 +64,6 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
         topic_partitions=settings.partitions, web_port=settings.web_port, web_host="127.0.0.1",
         web_in_thread=False, consumer_auto_offset_reset="earliest", broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0, table_cleanup_interval=3600.0, producer_linger=0.01,
-        producer_max_batch_size=1 << 19, stream_buffer_maxsize=1 << 15, consumer_max_fetch_size=1 << 22,
         recovery_consistency_check=False,  # see the note below create_app
     )
 
@@ -72,28 +71,22 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw", partitions=partitions)
 
-    metrics_topic = raw_topic(topics.METRICS, settings.partitions)
     deploys_topic = raw_topic(topics.DEPLOYS, settings.partitions)
     decider_topic = raw_topic(topics.DECIDER, 1)
     outputs = {name: raw_topic(name, settings.partitions)
                for name in (topics.ANOMALIES, topics.ACTIONS, topics.ALERTS, topics.DEADLETTER)}
-    # one compact JSON state per (service, metric), raw bytes: Faust's own codecs cost more than the detector
-    monitors = app.Table("monitors", default=None, partitions=settings.partitions,
-                         schema=faust.Schema(key_type=bytes, value_type=bytes,
-                                             key_serializer="raw", value_serializer="raw"))
-    live: dict[bytes, MetricMonitor] = {}  # the table's states, unpacked; forgotten at every rebalance
-    live_decider: Decider | None = None  # the decider table's state, unpacked, likewise
+    live_decider: Decider | None = None  # the decider table's state, unpacked; forgotten at every rebalance
     decider_table = app.Table("decider", default=None, partitions=1)
     telemetry = Telemetry(app)
-    clocks: dict[int, PartitionClock] = {}
-    idle_since: dict[int, float] = {}  # partition -> last-consumed time when it was declared idle
+    stage = MonitorStage(settings.app_id, settings.partitions, kafka, config, telemetry,
+                         checkpoint_s=settings.checkpoint_s, idle_after_s=settings.idle_after_s)
     published: set[tuple[str, str]] | None = None  # (incident id, action) already on backout.actions
 
     async def send(record: Record, topic: str, wait: bool = False) -> None:
         key = getattr(record, "service", None)
         fut = await outputs.get(topic, decider_topic).send(
             key=key.encode() if key else None, value=encode(record))
-        if wait:  # an anomaly must be on the broker before the state that says "already alarmed"
+        if wait:  # a decision must be on the broker before the state that says it was made
             await fut
 
     async def dead_letter(event: faust.EventT, reason: str) -> None:
@@ -102,71 +95,33 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
         await outputs[topics.DEADLETTER].send(
             key=msg.key, value=envelope(msg.value, reason, msg.topic, msg.partition, msg.offset, msg.timestamp))
 
-    @app.agent(metrics_topic)
-    async def monitor(stream: Any) -> None:
-        async for event in stream.events():
-            telemetry.consumed(event.message)
-            try:
-                sample = decode(event.value, expect=Metric)
-                spec = config.spec_for(sample.metric)
-                if spec is None:
-                    raise SampleRejected(f"unknown metric {sample.metric!r}: not in the configuration")
-                key = f"{sample.service}\x1f{sample.metric}".encode()
-                detector = live.get(key)
-                if detector is None:
-                    state = monitors.get(key)
-                    detector = (MetricMonitor(sample.service, sample.metric, spec) if state is None
-                                else MetricMonitor.from_state(json.loads(state), spec))
-                    live[key] = detector
-                anomaly = detector.update(sample)
-            except (ContractError, SampleRejected) as exc:
-                await dead_letter(event, str(exc))
-                continue
-            except Exception as exc:  # a bug in the core must not stop the stream, nor lose the record
-                live.clear()  # a monitor may have changed half-way: reload the table's states
-                log.exception("monitor failed on %s", event.message)
-                await dead_letter(event, f"internal error: {exc!r}")
-                continue
-            if anomaly is not None:
-                telemetry.anomaly(anomaly)
-                await send(anomaly, topics.ANOMALIES)
-                await send(anomaly, topics.DECIDER, wait=True)
-            monitors[key] = json.dumps(detector.to_state(), separators=(",", ":")).encode()
-            mark = clock_of(event.message.partition).observe(sample.ts, sample.service)
-            if mark is not None:
-                await send(mark, topics.DECIDER)
+    def consumed(event: faust.EventT) -> None:
+        msg = event.message
+        telemetry.consumed(msg.topic, msg.partition, msg.offset + 1)
 
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's stub wants a `signal` kwarg
-    async def forget_live_monitors(sender: Any, revoked: Any, **_: Any) -> None:
+    @app.task
+    async def start_metrics_stage() -> None:
+        loop = asyncio.get_running_loop()
+
+        def stop_worker(exc: BaseException) -> None:  # the stage failed: the worker must not go on without it
+            asyncio.run_coroutine_threadsafe(app.crash(exc), loop)
+
+        stage.on_failure = stop_worker
+        stage.start()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stub wants a `signal` kwarg
+    async def stop_metrics_stage(sender: Any, **_: Any) -> None:
+        await asyncio.to_thread(stage.stop)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget_live_decider(sender: Any, revoked: Any, **_: Any) -> None:
         nonlocal live_decider
-        live.clear()  # another worker may own these keys next; the table is the truth
-        live_decider = None
-
-    def clock_of(partition: int) -> PartitionClock:
-        if partition not in clocks:
-            clocks[partition] = PartitionClock(partition, config.watermark_interval_s, settings.partitions)
-        return clocks[partition]
-
-    @app.timer(interval=1.0)
-    async def declare_idle_partitions() -> None:
-        """Quiet partitions must not hold event time back (see detectors/watermark.py)."""
-        now = time.monotonic()
-        for tp in app.consumer.assignment():
-            if tp.topic != topics.METRICS:
-                continue
-            last = telemetry.last_consumed(tp.partition, default=now)
-            if now - last < settings.idle_after_s or telemetry.behind(tp.topic, tp.partition):
-                continue
-            if idle_since.get(tp.partition) == last:
-                continue  # already said, and nothing came since
-            idle_since[tp.partition] = last
-            fallback = max((c.max_ts for c in clocks.values()), default=0.0) or time.time()
-            await send(clock_of(tp.partition).idle(default_ts=fallback), topics.DECIDER)
+        live_decider = None  # another worker may own it next; the table is the truth
 
     @app.agent(deploys_topic)
     async def forward_deploys(stream: Any) -> None:
         async for event in stream.events():
-            telemetry.consumed(event.message)
+            consumed(event)
             try:
                 deploy = decode(event.value, expect=Deploy)
             except ContractError as exc:
@@ -178,7 +133,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
     async def decide(stream: Any) -> None:
         nonlocal published, live_decider
         async for event in stream.events():
-            telemetry.consumed(event.message)
+            consumed(event)
             if published is None:  # the actions topic is the record of what was already decided
                 published = await published_incidents(kafka)
             try:
@@ -217,13 +172,12 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        assigned: dict[str, list[int]] = {}
+        assigned: dict[str, list[int]] = {topics.METRICS: stage.assigned()}
         for tp in app.consumer.assignment():
             assigned.setdefault(tp.topic, []).append(tp.partition)
         return web.json({"status": "ok", "app": settings.app_id,
                          "assigned": {t: sorted(ps) for t, ps in sorted(assigned.items())}})
 
-    app.backout_agents = (monitor, forward_deploys, decide)  # type: ignore[attr-defined]
     return app
 
 # Note on recovery_consistency_check: after a kill -9 on the embedded broker, RocksDB's persisted

@@ -127,7 +127,12 @@ def test_two_workers_share_partitions_and_decide_once(fresh_broker, tmp_path, sc
         second.stop()
 
 
-def test_kill_9_mid_incident_decides_exactly_once(fresh_broker, tmp_path, scenario, expected):
+@pytest.mark.parametrize("checkpoint_s", [600, 1], ids=["before-any-checkpoint", "after-checkpoints"])
+def test_kill_9_mid_incident_decides_exactly_once(fresh_broker, tmp_path, scenario, expected, checkpoint_s,
+                                                   monkeypatch):
+    """Killed before its first checkpoint the worker replays everything; after some it resumes
+    from the changelog's detector states, which must carry the incident on."""
+    monkeypatch.setenv("BACKOUT_CHECKPOINT_S", str(checkpoint_s))
     rollback = next(d for d in expected if d.action == "rollback")
     cut = rollback.ts - 5  # the shift is under way, the decision not yet due
     before = [r for r in scenario if r.ts <= cut]
@@ -136,14 +141,26 @@ def test_kill_9_mid_incident_decides_exactly_once(fresh_broker, tmp_path, scenar
     publish(fresh_broker, before)
     read(fresh_broker, topics.ANOMALIES, expect=1, idle_s=4)
     worker.kill()
-    worker = start_worker(fresh_broker, tmp_path)  # same data dir: RocksDB tables + changelog
+    worker = start_worker(fresh_broker, tmp_path)  # same data dir: the decider's RocksDB table
     try:
         publish(fresh_broker, after)
         got = decisions_on(fresh_broker, len(expected))
         assert sorted(map(key, got)) == sorted(map(key, expected))
         assert len({d.incident_id for d in got}) == len(got)
+        refused = {(d["partition"], d["offset"]) for d in read(fresh_broker, topics.DEADLETTER, expect=1, idle_s=3)}
+        assert len(refused) == _refused(scenario), "a sample read again after the restart was taken twice"
     finally:
         worker.stop()
+
+
+def _refused(records: list) -> int:
+    engine, refused = Engine(load_config(None)), 0  # the backtest refuses the same samples
+    for rec in records:
+        try:
+            engine.feed(rec)
+        except SampleRejected:
+            refused += 1
+    return refused
 
 
 def test_malformed_duplicate_and_late_input_is_dead_lettered(fresh_broker, tmp_path, scenario, expected):
@@ -151,12 +168,7 @@ def test_malformed_duplicate_and_late_input_is_dead_lettered(fresh_broker, tmp_p
     garbage = [b"{oops", b'{"type":"metric","ts":"soon"}', b"\xff\xfe", b"[]"] * 50
     replayed = metrics[100:110] + [m.model_copy(update={"ts": m.ts - 1}) for m in metrics[300:305]]
     sequence = scenario[:400] + replayed + scenario[400:]
-    engine, refused = Engine(load_config(None)), 0  # the backtest refuses the same samples
-    for rec in sequence:
-        try:
-            engine.feed(rec)
-        except SampleRejected:
-            refused += 1
+    refused = _refused(sequence)
     assert refused >= len(replayed)
     worker = start_worker(fresh_broker, tmp_path)
     try:
