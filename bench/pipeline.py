@@ -231,6 +231,7 @@ def main(services: int, partitions: int, rounds: int, latency_rounds: int, incid
         "decisions": len(lat),
         "p50_latency_s": round(float(np.percentile(lat, 50)), 3) if lat else None,
         "p99_latency_s": round(float(np.percentile(lat, 99)), 3) if lat else None,
+        "latencies_s": sorted(round(x, 3) for x in lat),
     }
     print(json.dumps(result) if as_json else json.dumps(result, indent=1))
 

@@ -6,23 +6,28 @@ changelog-backed table adds a changelog produce and a store write per sample.
 The detectors need about 0.03 ms. So this stage reads ``backout.metrics``
 with confluent-kafka (librdkafka fetches in C, batches of hundreds) in its
 own consumer group, and keeps its state the way a Faust table would, but
-per checkpoint instead of per sample:
+without a write per sample and without stopping the stream to checkpoint:
 
-* every ``checkpoint_s`` (and before partitions are given away), the state of
-  each monitor that changed is written to the compacted changelog topic
-  ``<app id>-monitors-changelog`` (same partition as its samples) together
-  with the offset of the last sample it took; the producer is flushed; only
-  then are the consumed offsets committed;
+* a monitor that changed is written to the compacted changelog topic
+  ``<app id>-monitors-changelog`` (same partition as its samples) about
+  ``checkpoint_s`` after it first changed, a few hundred per batch, together
+  with the offset of the last sample in it;
+* the committed offset of a partition never passes a sample whose effects are
+  not on the broker: it is the lowest of the next offset to read, the first
+  unsaved sample of every changed monitor, and the sample behind every
+  output or state record not yet acknowledged;
+* a monitor's state is written only once its anomalies are acknowledged, so
+  a state that says "alarmed" never outlives a lost anomaly;
 * a worker that is given a partition reads that partition of the changelog
-  first, then consumes from the committed offset. A sample at or below the
-  offset its monitor's state already includes is skipped, so a crash between
-  the changelog write and the commit neither loses nor double-counts one.
+  first, then consumes from the committed offset, skipping a sample at or
+  below the offset its monitor's state already includes: a crash loses no
+  sample and counts none twice.
 
-Anomalies and watermarks go out as soon as they happen (latency does not wait
-for checkpoints) and are flushed before the state that says "alarmed" is
-written. After a crash the samples since the last checkpoint are read again
-and the same anomalies are published again: downstream sees them at least
-once, and the decider drops redeliveries (:meth:`detectors.decider.Decider.handle`).
+Anomalies and watermarks go out as soon as they happen. After a crash the
+samples since the committed offset are read again and their anomalies may be
+published again: downstream sees them at least once, and the decider drops
+redeliveries (:meth:`detectors.decider.Decider.handle`). A record the broker
+refuses is sent again, never dropped.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -57,6 +63,8 @@ from streams.telemetry import Telemetry
 
 log = logging.getLogger("backout.monitor")
 BATCH = 500  # samples per consume call: ~15 ms of detector work, so the decider is never held long
+SAVES = 500  # monitor states written per batch at most: the same order of work
+COMMIT_S = 1.0
 
 
 @dataclass
@@ -64,13 +72,38 @@ class _Partition:
     """What the stage keeps for one metrics partition it owns."""
 
     clock: PartitionClock
-    saved: dict[bytes, bytes] = field(default_factory=dict)  # key -> its state at the last checkpoint (JSON)
+    saved: dict[bytes, bytes] = field(default_factory=dict)  # key -> its state as last written (JSON)
     monitors: dict[bytes, MetricMonitor] = field(default_factory=dict)
     applied: dict[bytes, int] = field(default_factory=dict)  # key -> offset of the last sample in its state
-    dirty: set[bytes] = field(default_factory=set)
-    next_offset: int | None = None  # to commit at the next checkpoint
+    dirty: dict[bytes, tuple[int, float]] = field(default_factory=dict)  # key -> (first unsaved offset, since)
+    unacked: dict[int, int] = field(default_factory=dict)  # sample offset -> records in flight because of it
+    unacked_by_key: dict[bytes, int] = field(default_factory=dict)  # key -> its anomalies in flight
+    next_offset: int | None = None  # the next sample to read
     committed: int | None = None
     idle_at: float | None = None  # last-consumed time when it was declared idle
+
+    def hold(self, offset: int, key: bytes | None = None) -> None:
+        self.unacked[offset] = self.unacked.get(offset, 0) + 1
+        if key is not None:
+            self.unacked_by_key[key] = self.unacked_by_key.get(key, 0) + 1
+
+    def release(self, offset: int, key: bytes | None = None) -> None:
+        _decrement(self.unacked, offset)
+        if key is not None:
+            _decrement(self.unacked_by_key, key)
+
+    def committable(self) -> int | None:
+        """The lowest offset whose sample may still have to be read again after a crash."""
+        if self.next_offset is None:
+            return None
+        return min([self.next_offset, *(first for first, _ in self.dirty.values()), *self.unacked])
+
+
+def _decrement(counts: dict, key: object) -> None:
+    if counts.get(key, 0) > 1:
+        counts[key] -= 1
+    else:
+        counts.pop(key, None)
 
 
 class MonitorStage:
@@ -89,7 +122,7 @@ class MonitorStage:
         self._owned: dict[int, _Partition] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._failed: list[str] = []  # delivery errors; the stage stops before committing past them
+        self._resend: list[tuple[Message, Callable[..., None]]] = []  # refused by the broker: sent again
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self.on_failure: Callable[[BaseException], None] = lambda exc: None
@@ -129,17 +162,19 @@ class MonitorStage:
 
     def _loop(self) -> None:
         assert self._consumer is not None and self._producer is not None
-        next_checkpoint = time.monotonic() + self.checkpoint_s
+        next_commit = time.monotonic() + COMMIT_S
         next_idle_check = time.monotonic() + 1.0
         while not self._stop.is_set():
             batch = self._consumer.consume(BATCH, 0.05)
             if batch:
                 self._take(batch)
             self._producer.poll(0)
+            self._send_again()
             now = time.monotonic()
-            if now >= next_checkpoint:
-                self._checkpoint(list(self._owned))
-                next_checkpoint = now + self.checkpoint_s
+            self._save_changed(now - self.checkpoint_s)
+            if now >= next_commit:
+                self._commit(list(self._owned), asynchronous=True)
+                next_commit = now + COMMIT_S
             if now >= next_idle_check:
                 self._declare_idle(now)
                 next_idle_check = now + 1.0
@@ -184,7 +219,7 @@ class MonitorStage:
             if spec is None:
                 raise SampleRejected(f"unknown metric {sample.metric!r}: not in the configuration")
         except (ContractError, SampleRejected) as exc:
-            self._dead_letter(msg, str(exc))
+            self._dead_letter(msg, owned, offset, str(exc))
             return
         key = f"{sample.service}\x1f{sample.metric}".encode()
         if offset <= owned.applied.get(key, -1):
@@ -198,84 +233,123 @@ class MonitorStage:
                 owned.monitors[key] = monitor
             anomaly = monitor.update(sample)
         except SampleRejected as exc:
-            self._dead_letter(msg, str(exc))
+            self._dead_letter(msg, owned, offset, str(exc))
             return
         except Exception as exc:  # a bug in the core must not stop the stream, nor lose the record
             log.exception("monitor failed on %s[%d]@%d", msg.topic(), partition, offset)
-            owned.monitors.pop(key, None)  # it may be half-changed: rebuilt from its last checkpoint
-            owned.dirty.discard(key)
-            self._dead_letter(msg, f"internal error: {exc!r}")
+            owned.monitors.pop(key, None)  # it may be half-changed: rebuilt from its last written state
+            owned.dirty.pop(key, None)
+            self._dead_letter(msg, owned, offset, f"internal error: {exc!r}")
             return
         owned.applied[key] = offset
-        owned.dirty.add(key)
+        if key not in owned.dirty:
+            owned.dirty[key] = (offset, time.monotonic())
         if anomaly is not None:
             self.telemetry.anomaly(anomaly)
-            self._send(anomaly, topics.ANOMALIES)
-            self._send(anomaly, topics.DECIDER)
+            self._send(anomaly, topics.ANOMALIES, owned, offset, key)
+            self._send(anomaly, topics.DECIDER, owned, offset, key)
         mark = owned.clock.observe(sample.ts, sample.service)
         if mark is not None:
-            self._send(mark, topics.DECIDER)
+            self._send(mark, topics.DECIDER, owned, offset)
 
     # -- output ------------------------------------------------------------------------
 
-    def _send(self, record: Record, topic: str) -> None:
-        key = getattr(record, "service", None)
-        self._produce(topic, encode(record), key.encode() if key else None)
+    def _send(self, record: Record, topic: str, owned: _Partition | None = None, offset: int = -1,
+              key: bytes | None = None) -> None:
+        """Publish an output caused by the sample at ``offset`` (none for idle marks)."""
+        service = getattr(record, "service", None)
+        self._produce(topic, encode(record), service.encode() if service else None, owned, offset, key)
 
-    def _dead_letter(self, msg: Message, reason: str) -> None:
-        topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+    def _dead_letter(self, msg: Message, owned: _Partition, offset: int, reason: str) -> None:
+        topic, partition = msg.topic() or "", msg.partition() or 0
         self.telemetry.dead_letter(topic, reason)
         _, broker_ms = msg.timestamp()
         self._produce(topics.DEADLETTER, envelope(msg.value(), reason, topic, partition, offset, broker_ms / 1000),
-                      msg.key())
+                      msg.key(), owned, offset)
 
-    def _produce(self, topic: str, value: bytes, key: bytes | None, partition: int = -1) -> None:
-        """-1: the producer's partitioner chooses (by key, as for every other producer of these topics)."""
+    def _produce(self, topic: str, value: bytes, key: bytes | None, owned: _Partition | None = None,
+                 offset: int = -1, owner: bytes | None = None, partition: int = -1) -> None:
+        """Send, holding back the commit of ``offset`` until the broker has it. ``partition`` -1:
+        the producer's partitioner chooses (by key, as every other producer of these topics does)."""
+        if owned is not None:
+            owned.hold(offset, owner)
+        self._enqueue(topic, value, key, partition, partial(self._delivered, owned, offset, owner))
+
+    def _enqueue(self, topic: str, value: bytes | None, key: bytes | None, partition: int,
+                 callback: Callable[..., None]) -> None:
         assert self._producer is not None
         while True:
             try:
-                self._producer.produce(topic, value, key, partition=partition, on_delivery=self._delivered)
+                self._producer.produce(topic, value, key, partition=partition, on_delivery=callback)
                 return
             except BufferError:  # the local queue is full: let the broker catch up
                 self._producer.poll(0.05)
 
-    def _delivered(self, error: KafkaError | None, msg: Message) -> None:
+    def _delivered(self, owned: _Partition | None, offset: int, owner: bytes | None,
+                   error: KafkaError | None, msg: Message) -> None:
         if error is not None:
-            self._failed.append(f"{msg.topic()}: {error}")
+            log.warning("%s refused a record (%s); sending it again", msg.topic(), error)
+            self._resend.append((msg, partial(self._delivered, owned, offset, owner)))
+        elif owned is not None:
+            owned.release(offset, owner)
+
+    def _send_again(self) -> None:
+        resend, self._resend = self._resend, []
+        for msg, callback in resend:
+            self._enqueue(msg.topic() or "", msg.value(), msg.key(), msg.partition() or 0, callback)
 
     # -- state ------------------------------------------------------------------------
 
-    def _checkpoint(self, partitions: list[int]) -> None:
-        """Outputs, then changed states, then offsets: each only once the one before is on the broker."""
-        assert self._consumer is not None
-        self._flush()
-        for partition in partitions:
-            owned = self._owned[partition]
-            for key in owned.dirty:
+    def _save_changed(self, changed_before: float, everything: bool = False) -> None:
+        """Write the states that changed before ``changed_before`` (monotonic time) and whose
+        anomalies are on the broker: the oldest first, ``SAVES`` at most unless ``everything``."""
+        budget = SAVES
+        for owned in list(self._owned.values()):
+            ready: list[tuple[bytes, int]] = []
+            for key, (first, since) in owned.dirty.items():
+                if not everything and (since > changed_before or len(ready) >= budget):
+                    break
+                if everything or not owned.unacked_by_key.get(key):
+                    ready.append((key, first))
+            for key, first in ready:
+                del owned.dirty[key]
                 state = json.dumps(owned.monitors[key].to_state(), separators=(",", ":")).encode()
                 owned.saved[key] = state
                 entry = b'{"offset":%d,"state":%s}' % (owned.applied[key], state)
-                self._produce(self.changelog, entry, key, partition)
-            owned.dirty.clear()
-        self._flush()
-        offsets = [TopicPartition(topics.METRICS, p, position) for p in partitions
-                   if (position := self._owned[p].next_offset) is not None and position != self._owned[p].committed]
-        if offsets:
+                self._produce(self.changelog, entry, key, owned, first, partition=owned.clock.partition)
+            budget -= len(ready)
+
+    def _commit(self, partitions: list[int], asynchronous: bool) -> None:
+        assert self._consumer is not None
+        offsets = []
+        for partition in partitions:
+            owned = self._owned[partition]
+            position = owned.committable()
+            if position is not None and position != owned.committed:
+                offsets.append(TopicPartition(topics.METRICS, partition, position))
+                owned.committed = position
+        if offsets and asynchronous:
+            self._consumer.commit(offsets=offsets, asynchronous=True)  # a failure: the next one covers it
+        elif offsets:
             self._consumer.commit(offsets=offsets, asynchronous=False)
-            for tp in offsets:
-                self._owned[tp.partition].committed = tp.offset
+
+    def _checkpoint(self, partitions: list[int]) -> None:
+        """Before partitions are given away, or at shutdown: everything on the broker, then commit."""
+        assert self._producer is not None
+        self._flush()  # outputs first: a state must not say "alarmed" before its anomaly is out
+        self._save_changed(time.monotonic(), everything=True)
+        self._flush()
+        self._commit(partitions, asynchronous=False)
 
     def _flush(self) -> None:
         """Wait until everything produced is on the broker (through outages); give up only when stopping."""
         assert self._producer is not None
         waited = 0.0
-        while self._producer.flush(1.0) > 0:
+        while self._producer.flush(1.0) > 0 or self._resend:
+            self._send_again()
             waited += 1.0
             if self._stop.is_set() and waited >= 10.0:
                 raise BackoutError("records still unsent at shutdown")
-        if self._failed:
-            raise BackoutError(f"the broker refused records ({self._failed[0]}); not committing past them: "
-                               "the next start replays from the last checkpoint")
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         owned = {tp.partition: _Partition(PartitionClock(tp.partition, self.config.watermark_interval_s,
