@@ -42,6 +42,7 @@ longer than any excursion that is confirmed as a shift rather than absorbed.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 
@@ -58,16 +59,13 @@ class OnsetWindow:
         self._reset()
 
     def _reset(self) -> None:
-        self._buf: list[tuple[float, float, float]] = []  # (y, w, ts), oldest first
+        self._buf: deque[tuple[float, float, float]] = deque(maxlen=self.size)  # (y, w, ts), oldest first
 
     def __len__(self) -> int:
         return len(self._buf)
 
     def add(self, y: float, w: float, ts: float) -> None:
-        buf = self._buf
-        if len(buf) >= self.size:
-            del buf[0]
-        buf.append((y, w, ts))
+        self._buf.append((y, w, ts))  # the oldest falls out
 
     def clear(self) -> None:
         self._reset()
@@ -120,5 +118,5 @@ class OnsetWindow:
         win = cls(size, spike_samples)
         if state:
             ref = float(state[0])
-            win._buf = [(float(y), float(w), float(dt) + ref) for y, w, dt in state[1]][-size:]
+            win._buf.extend((float(y), float(w), float(dt) + ref) for y, w, dt in state[1])
         return win
