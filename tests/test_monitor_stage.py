@@ -1,0 +1,88 @@
+"""The metrics stage's commit rule, without a broker: never commit past a sample whose effects
+(a changed detector state, an output) are not yet on the broker."""
+
+from __future__ import annotations
+
+from detectors.watermark import PartitionClock
+from streams.monitor_stage import _Partition
+
+
+def partition() -> _Partition:
+    return _Partition(PartitionClock(0))
+
+
+def test_nothing_read_nothing_to_commit():
+    assert partition().committable() is None
+
+
+def test_commits_up_to_the_next_offset_when_everything_is_saved():
+    p = partition()
+    p.next_offset = 120
+    assert p.committable() == 120
+
+
+def test_an_unsaved_state_holds_the_commit_at_its_first_unsaved_sample():
+    p = partition()
+    p.next_offset = 120
+    p.dirty[b"a\x1ferror_rate"] = (100, 0.0)
+    p.dirty[b"b\x1ferror_rate"] = (110, 0.0)
+    assert p.committable() == 100
+    del p.dirty[b"a\x1ferror_rate"]
+    assert p.committable() == 110
+
+
+def test_an_unacknowledged_output_holds_the_commit_until_delivered():
+    p = partition()
+    p.next_offset = 120
+    p.hold(95, b"a\x1ferror_rate")  # an anomaly sent to two topics
+    p.hold(95, b"a\x1ferror_rate")
+    assert p.committable() == 95 and p.unacked_by_key[b"a\x1ferror_rate"] == 2
+    p.release(95, b"a\x1ferror_rate")
+    assert p.committable() == 95  # one of the two still in flight
+    p.release(95, b"a\x1ferror_rate")
+    assert p.committable() == 120 and not p.unacked and not p.unacked_by_key
+
+
+def test_releasing_what_was_never_held_changes_nothing():
+    p = partition()
+    p.next_offset = 7
+    p.release(3, b"x")
+    assert p.committable() == 7 and not p.unacked
+
+
+class _Recorder:
+    """Stands in for the confluent producer: records what would be sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes, int]] = []
+
+    def produce(self, topic, value, key, partition=-1, on_delivery=None) -> None:
+        self.sent.append((topic, value, key, partition))
+
+
+def test_a_state_is_written_only_once_its_anomalies_are_acknowledged():
+    import json
+
+    from backout.settings import KafkaSettings
+    from detectors.config import load_config
+    from detectors.monitor import MetricMonitor
+    from detectors.spec import spec_for
+    from streams.monitor_stage import MonitorStage
+    from streams.telemetry import Telemetry
+
+    stage = MonitorStage("t", 1, KafkaSettings(), load_config(None), Telemetry(None))
+    stage._producer = recorder = _Recorder()  # type: ignore[assignment]
+    p = partition()
+    key = b"checkout\x1ferror_rate"
+    p.monitors[key] = MetricMonitor("checkout", "error_rate", spec_for("error_rate"))
+    p.applied[key], p.dirty[key], p.next_offset = 5, (5, 0.0), 6
+    stage._owned = {0: p}
+    p.hold(5, key)  # its anomaly is still in flight
+    stage._save_changed(changed_before=1.0)
+    assert recorder.sent == [] and key in p.dirty
+    p.release(5, key)
+    stage._save_changed(changed_before=1.0)
+    [(topic, value, sent_key, to_partition)] = recorder.sent
+    assert (topic, sent_key, to_partition) == ("t-monitors-changelog", key, 0)
+    assert json.loads(value)["offset"] == 5 and key not in p.dirty
+    assert p.committable() == 5  # until the broker acknowledges the state itself
