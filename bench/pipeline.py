@@ -12,9 +12,9 @@ Phase 2 (latency): the stream continues in real time at half that rate, at
 most 8,000 samples/s (ten times the real load of 2,000 services × 4 metrics
 every 10 s); samples are sent at their event time, in 50 slices per round, and
 bad deploys are injected into a few services (error rate 0.5% → 10%). A
-decision is due when event time passes its ``ts``; its latency runs from that
-moment to the decision's arrival on ``backout.actions``. Prints
-``p50_latency_s`` and ``p99_latency_s``.
+decision is due when event time passes its ``ts``; its latency runs from the
+produce of the first samples past that ``ts`` to the decision's arrival on
+``backout.actions``. Prints ``p50_latency_s`` and ``p99_latency_s``.
 """
 
 from __future__ import annotations
@@ -137,8 +137,9 @@ def latency(prod: Producer, kafka: KafkaSettings, fleet: Fleet, first_round: int
             samples_per_s: float, incidents: int, log) -> list[float]:
     """Samples in event-time order, paced in real time, with bad deploys; return decision latencies.
 
-    Event time maps onto wall time linearly (``speed`` event seconds per wall second), so the
-    moment event time crossed a decision's due time is known, and the latency runs from then.
+    Event time maps onto wall time linearly (``speed`` event seconds per wall second). A decision's
+    latency runs from the produce of the first slice of samples past its ``ts`` (the samples that
+    carry event time past it) to its arrival on ``backout.actions``.
     """
     n = len(fleet.names)
     speed = STEP_S * samples_per_s / (n * 4)
@@ -166,6 +167,7 @@ def latency(prod: Producer, kafka: KafkaSettings, fleet: Fleet, first_round: int
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     ts0, wall0 = T0 + first_round * STEP_S, time.monotonic()
+    sent: list[tuple[float, float]] = []  # (event time of a slice, wall time it was produced)
     for r in range(first_round, first_round + rounds):
         if r in bad:
             i = bad[r]
@@ -177,6 +179,7 @@ def latency(prod: Producer, kafka: KafkaSettings, fleet: Fleet, first_round: int
             ts = T0 + r * STEP_S + float(fleet.offset[chunk[0] // 4])
             time.sleep(max(0.0, wall0 + (ts - ts0) / speed - time.monotonic()))
             produce(prod, topics.METRICS, [items[k] for k in chunk])
+            sent.append((ts, time.monotonic()))
             prod.poll(0)
     prod.flush(10)
     deadline = time.monotonic() + 60
@@ -186,7 +189,10 @@ def latency(prod: Producer, kafka: KafkaSettings, fleet: Fleet, first_round: int
     watcher.join()
     actions.close()
     log(f"  {len(arrivals)}/{incidents} incidents decided")
-    return [arrived - (wall0 + (due - ts0) / speed) for due, arrived in arrivals.values()]
+    # from the produce of the first slice past the decision's ts (the bench's own pacing lag is not counted)
+    starts = [next((wall for ts, wall in sent if ts > due), None) for due, _ in arrivals.values()]
+    return [arrived - start for (_, arrived), start in zip(arrivals.values(), starts, strict=True)
+            if start is not None]
 
 
 @click.command()
