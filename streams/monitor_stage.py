@@ -365,6 +365,7 @@ class MonitorStage:
         finally:
             for partition in mine:
                 del self._owned[partition]
+                self.telemetry.released(topics.METRICS, partition)
 
     def _restore(self, owned: dict[int, _Partition], timeout_s: float = 120.0) -> None:
         """Read the changelog of these partitions to its end: the last state of each key wins."""

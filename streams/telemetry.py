@@ -57,6 +57,15 @@ class Telemetry:
         """The end of a partition read outside Faust (the metrics stage), for the lag gauge."""
         self._highwaters[(topic, partition)] = offset
 
+    def released(self, topic: str, partition: int) -> None:
+        """Another worker owns this partition now: its lag is no longer ours to report."""
+        self._positions.pop((topic, partition), None)
+        self._highwaters.pop((topic, partition), None)
+        try:
+            self.lag.remove(topic, str(partition))
+        except KeyError:
+            pass  # never reported
+
     def anomaly(self, anomaly: Anomaly) -> None:
         self.anomalies.labels(anomaly.metric).inc()
 

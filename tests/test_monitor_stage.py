@@ -86,3 +86,14 @@ def test_a_state_is_written_only_once_its_anomalies_are_acknowledged():
     assert (topic, sent_key, to_partition) == ("t-monitors-changelog", key, 0)
     assert json.loads(value)["offset"] == 5 and key not in p.dirty
     assert p.committable() == 5  # until the broker acknowledges the state itself
+
+
+def test_a_partition_given_away_drops_out_of_the_lag_gauge():
+    from streams.telemetry import Telemetry
+
+    telemetry = Telemetry(None)
+    telemetry.consumed("backout.metrics", 3, next_offset=10, count=10)
+    telemetry.highwater("backout.metrics", 3, 15)
+    assert b'backout_consumer_lag{partition="3",topic="backout.metrics"} 5.0' in telemetry.exposition()[0]
+    telemetry.released("backout.metrics", 3)
+    assert b'partition="3"' not in telemetry.exposition()[0]
