@@ -65,6 +65,7 @@ log = logging.getLogger("backout.monitor")
 BATCH = 500  # samples per consume call: ~15 ms of detector work, so the decider is never held long
 SAVES = 500  # monitor states written per batch at most: the same order of work
 COMMIT_S = 1.0
+RESEND_S = 1.0  # a record the broker refused (after the producer's own retries) is sent again this much later
 
 
 @dataclass
@@ -122,7 +123,7 @@ class MonitorStage:
         self._owned: dict[int, _Partition] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._resend: list[tuple[Message, Callable[..., None]]] = []  # refused by the broker: sent again
+        self._resend: list[tuple[float, Message, Callable[..., None]]] = []  # refused: (when to retry, ...)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self.on_failure: Callable[[BaseException], None] = lambda exc: None
@@ -169,8 +170,8 @@ class MonitorStage:
             if batch:
                 self._take(batch)
             self._producer.poll(0)
-            self._send_again()
             now = time.monotonic()
+            self._send_again(now)
             self._save_changed(now - self.checkpoint_s)
             if now >= next_commit:
                 self._commit(list(self._owned), asynchronous=True)
@@ -288,15 +289,19 @@ class MonitorStage:
     def _delivered(self, owned: _Partition | None, offset: int, owner: bytes | None,
                    error: KafkaError | None, msg: Message) -> None:
         if error is not None:
-            log.warning("%s refused a record (%s); sending it again", msg.topic(), error)
-            self._resend.append((msg, partial(self._delivered, owned, offset, owner)))
+            log.warning("%s refused a record (%s); sending it again in %.0f s", msg.topic(), error, RESEND_S)
+            self._resend.append((time.monotonic() + RESEND_S, msg, partial(self._delivered, owned, offset, owner)))
         elif owned is not None:
             owned.release(offset, owner)
 
-    def _send_again(self) -> None:
-        resend, self._resend = self._resend, []
-        for msg, callback in resend:
-            self._enqueue(msg.topic() or "", msg.value(), msg.key(), msg.partition() or 0, callback)
+    def _send_again(self, now: float) -> None:
+        due = [r for r in self._resend if r[0] <= now]
+        if not due:
+            return
+        self._resend = [r for r in self._resend if r[0] > now]
+        for _, msg, callback in due:
+            partition = msg.partition()
+            self._enqueue(msg.topic() or "", msg.value(), msg.key(), -1 if partition is None else partition, callback)
 
     # -- state ------------------------------------------------------------------------
 
@@ -344,11 +349,15 @@ class MonitorStage:
     def _flush(self) -> None:
         """Wait until everything produced is on the broker (through outages); give up only when stopping."""
         assert self._producer is not None
-        waited = 0.0
-        while self._producer.flush(1.0) > 0 or self._resend:
-            self._send_again()
-            waited += 1.0
-            if self._stop.is_set() and waited >= 10.0:
+        give_up = time.monotonic() + 10.0
+        while True:
+            unsent = self._producer.flush(1.0)
+            if not unsent and not self._resend:
+                return
+            if not unsent:
+                time.sleep(0.1)  # only refused records left, waiting for their retry
+            self._send_again(time.monotonic())
+            if self._stop.is_set() and time.monotonic() > give_up:
                 raise BackoutError("records still unsent at shutdown")
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

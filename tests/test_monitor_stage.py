@@ -3,8 +3,18 @@
 
 from __future__ import annotations
 
+import json
+import time
+
+from confluent_kafka import KafkaError
+
+from backout.settings import KafkaSettings
+from detectors.config import load_config
+from detectors.monitor import MetricMonitor
+from detectors.spec import spec_for
 from detectors.watermark import PartitionClock
-from streams.monitor_stage import _Partition
+from streams.monitor_stage import RESEND_S, MonitorStage, _Partition
+from streams.telemetry import Telemetry
 
 
 def partition() -> _Partition:
@@ -61,15 +71,6 @@ class _Recorder:
 
 
 def test_a_state_is_written_only_once_its_anomalies_are_acknowledged():
-    import json
-
-    from backout.settings import KafkaSettings
-    from detectors.config import load_config
-    from detectors.monitor import MetricMonitor
-    from detectors.spec import spec_for
-    from streams.monitor_stage import MonitorStage
-    from streams.telemetry import Telemetry
-
     stage = MonitorStage("t", 1, KafkaSettings(), load_config(None), Telemetry(None))
     stage._producer = recorder = _Recorder()  # type: ignore[assignment]
     p = partition()
@@ -89,11 +90,39 @@ def test_a_state_is_written_only_once_its_anomalies_are_acknowledged():
 
 
 def test_a_partition_given_away_drops_out_of_the_lag_gauge():
-    from streams.telemetry import Telemetry
-
     telemetry = Telemetry(None)
     telemetry.consumed("backout.metrics", 3, next_offset=10, count=10)
     telemetry.highwater("backout.metrics", 3, 15)
     assert b'backout_consumer_lag{partition="3",topic="backout.metrics"} 5.0' in telemetry.exposition()[0]
     telemetry.released("backout.metrics", 3)
     assert b'partition="3"' not in telemetry.exposition()[0]
+
+
+class _Refused:
+    """A delivery report's message, as confluent-kafka hands it back."""
+
+    def topic(self) -> str:
+        return "backout.anomalies"
+
+    def value(self) -> bytes:
+        return b'{"type":"anomaly"}'
+
+    def key(self) -> bytes:
+        return b"checkout"
+
+    def partition(self) -> int:
+        return 2
+
+
+def test_a_refused_record_is_sent_again_and_holds_the_commit_until_delivered():
+    stage = MonitorStage("t", 1, KafkaSettings(), load_config(None), Telemetry(None))
+    stage._producer = recorder = _Recorder()  # type: ignore[assignment]
+    p = partition()
+    p.next_offset = 9
+    p.hold(4)
+    stage._delivered(p, 4, None, KafkaError(KafkaError._MSG_TIMED_OUT), _Refused())
+    stage._send_again(now=0.0)
+    assert recorder.sent == [] and p.committable() == 4  # not yet: it waits RESEND_S
+    stage._send_again(now=time.monotonic() + RESEND_S)
+    assert recorder.sent == [("backout.anomalies", b'{"type":"anomaly"}', b"checkout", 2)]
+    assert p.committable() == 4  # still held until the broker acknowledges it
