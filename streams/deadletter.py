@@ -9,10 +9,14 @@ from __future__ import annotations
 import base64
 import json
 
+KEEP_BYTES = 256 * 1024  # a bigger record is cut: its envelope must fit the broker's default 1 MB limit
+
 
 def envelope(raw: bytes | None, reason: str, topic: str, partition: int, offset: int, ts: float) -> bytes:
     """JSON for ``backout.deadletter``; ``ts`` is the broker timestamp of the bad record."""
     data = raw or b""
+    size = len(data)
+    data = data[:KEEP_BYTES]
     try:
         value, encoding = data.decode(), "utf-8"
     except UnicodeDecodeError:
@@ -20,4 +24,5 @@ def envelope(raw: bytes | None, reason: str, topic: str, partition: int, offset:
     return json.dumps({
         "type": "deadletter", "ts": ts, "reason": reason, "topic": topic,
         "partition": partition, "offset": offset, "value": value, "encoding": encoding,
+        **({"truncated_from_bytes": size} if size > KEEP_BYTES else {}),
     }).encode()

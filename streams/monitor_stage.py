@@ -27,7 +27,10 @@ Anomalies and watermarks go out as soon as they happen. After a crash the
 samples since the committed offset are read again and their anomalies may be
 published again: downstream sees them at least once, and the decider drops
 redeliveries (:meth:`detectors.decider.Decider.handle`). A record the broker
-refuses is sent again, never dropped.
+refuses is sent again a second later, unless sending again cannot help (too
+large, not authorised): then it is logged and counted. A detector that raises
+(a bug) is rebuilt from its last written state: the samples it took since are
+lost to it, and the failing one is dead-lettered.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ log = logging.getLogger("backout.monitor")
 BATCH = 500  # samples per consume call: ~15 ms of detector work, so the decider is never held long
 SAVES = 500  # monitor states written per batch at most: the same order of work
 COMMIT_S = 1.0
+PERMANENT = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
+             KafkaError.TOPIC_AUTHORIZATION_FAILED}  # sending again cannot help
 RESEND_S = 1.0  # a record the broker refused (after the producer's own retries) is sent again this much later
 
 
@@ -98,6 +103,16 @@ class _Partition:
         if self.next_offset is None:
             return None
         return min([self.next_offset, *(first for first, _ in self.dirty.values()), *self.unacked])
+
+
+class _Unsent:
+    """What a delivery callback needs of a record that never left: its topic."""
+
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+
+    def topic(self) -> str:
+        return self._topic
 
 
 def _decrement(counts: dict, key: object) -> None:
@@ -153,7 +168,8 @@ class MonitorStage:
                 "group.id": self.group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
                 "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000, "fetch.wait.max.ms": 50,
                 "enable.partition.eof": False}))
-            self._consumer.subscribe([topics.METRICS], on_assign=self._on_assign, on_revoke=self._on_revoke)
+            self._consumer.subscribe([topics.METRICS], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                     on_lost=self._on_lost)
             self._loop()
         except BaseException as exc:  # noqa: BLE001 - reported to the app, which stops the worker
             log.exception("the metrics stage failed")
@@ -223,8 +239,9 @@ class MonitorStage:
             self._dead_letter(msg, owned, offset, str(exc))
             return
         key = f"{sample.service}\x1f{sample.metric}".encode()
-        if offset <= owned.applied.get(key, -1):
-            return  # read again after a restart: its state already includes it
+        if offset <= owned.applied.get(key, -1):  # read again after a restart: its state already includes it
+            self._observe(owned, sample.ts, sample.service, offset)
+            return
         try:
             monitor = owned.monitors.get(key)
             if monitor is None:
@@ -249,7 +266,10 @@ class MonitorStage:
             self.telemetry.anomaly(anomaly)
             self._send(anomaly, topics.ANOMALIES, owned, offset, key)
             self._send(anomaly, topics.DECIDER, owned, offset, key)
-        mark = owned.clock.observe(sample.ts, sample.service)
+        self._observe(owned, sample.ts, sample.service, offset)
+
+    def _observe(self, owned: _Partition, ts: float, service: str, offset: int) -> None:
+        mark = owned.clock.observe(ts, service)
         if mark is not None:
             self._send(mark, topics.DECIDER, owned, offset)
 
@@ -285,9 +305,16 @@ class MonitorStage:
                 return
             except BufferError:  # the local queue is full: let the broker catch up
                 self._producer.poll(0.05)
+            except KafkaException as exc:  # refused before sending (too large): as a permanent refusal
+                callback(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, str(exc)), _Unsent(topic))
+                return
 
     def _delivered(self, owned: _Partition | None, offset: int, owner: bytes | None,
                    error: KafkaError | None, msg: Message) -> None:
+        if error is not None and error.code() in PERMANENT:
+            log.error("%s refused a record for good (%s): not sent; its sample is not held back", msg.topic(), error)
+            self.telemetry.refused(msg.topic() or "")
+            error = None
         if error is not None:
             log.warning("%s refused a record (%s); sending it again in %.0f s", msg.topic(), error, RESEND_S)
             self._resend.append((time.monotonic() + RESEND_S, msg, partial(self._delivered, owned, offset, owner)))
@@ -314,14 +341,16 @@ class MonitorStage:
             for key, (first, since) in owned.dirty.items():
                 if not everything and (since > changed_before or len(ready) >= budget):
                     break
-                if everything or not owned.unacked_by_key.get(key):
+                if not owned.unacked_by_key.get(key):  # its anomalies, or its last state, still in flight
                     ready.append((key, first))
             for key, first in ready:
                 del owned.dirty[key]
                 state = json.dumps(owned.monitors[key].to_state(), separators=(",", ":")).encode()
                 owned.saved[key] = state
                 entry = b'{"offset":%d,"state":%s}' % (owned.applied[key], state)
-                self._produce(self.changelog, entry, key, owned, first, partition=owned.clock.partition)
+                # owner=key: not saved again until this write is acknowledged, so a retried older
+                # state can never land after a newer one
+                self._produce(self.changelog, entry, key, owned, first, owner=key, partition=owned.clock.partition)
             budget -= len(ready)
 
     def _commit(self, partitions: list[int], asynchronous: bool) -> None:
@@ -330,7 +359,7 @@ class MonitorStage:
         for partition in partitions:
             owned = self._owned[partition]
             position = owned.committable()
-            if position is not None and position != owned.committed:
+            if position is not None and (position != owned.committed or not asynchronous):
                 offsets.append(TopicPartition(topics.METRICS, partition, position))
                 owned.committed = position
         if offsets and asynchronous:
@@ -376,6 +405,14 @@ class MonitorStage:
                 del self._owned[partition]
                 self.telemetry.released(topics.METRICS, partition)
 
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Out of the group (session timed out): another worker may own them already; it must not
+        see commits from here. Their next owner replays from the last commit."""
+        for tp in partitions:
+            if self._owned.pop(tp.partition, None) is not None:
+                self.telemetry.released(topics.METRICS, tp.partition)
+        log.warning("lost metrics partitions %s; now %s", sorted(tp.partition for tp in partitions), self.assigned())
+
     def _restore(self, owned: dict[int, _Partition], timeout_s: float = 120.0) -> None:
         """Read the changelog of these partitions to its end: the last state of each key wins."""
         reader = Consumer(self.kafka.confluent(**{"group.id": f"{self.group}-restore", "enable.auto.commit": False,
@@ -408,7 +445,12 @@ class MonitorStage:
 
     def _create_changelog(self) -> None:
         admin = AdminClient(self.kafka.confluent())
-        if self.changelog in admin.list_topics(timeout=30).topics:
+        existing = admin.list_topics(timeout=30).topics.get(self.changelog)
+        if existing is not None:
+            if len(existing.partitions) != self.partitions:
+                raise BackoutError(f"{self.changelog} has {len(existing.partitions)} partitions, the metrics "
+                                   f"stage expects {self.partitions} (BACKOUT_PARTITIONS): a state would be read "
+                                   "from the wrong partition")
             return
         topic = NewTopic(self.changelog, num_partitions=self.partitions, replication_factor=-1,
                          config={"cleanup.policy": "compact"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import Any
 
@@ -29,6 +30,8 @@ class Telemetry:
         self.records = Counter("backout_records_consumed", "Records consumed", ["topic"], registry=self.registry)
         self.anomalies = Counter("backout_anomalies", "Anomalies published", ["metric"], registry=self.registry)
         self.decisions = Counter("backout_decisions", "Decisions published", ["action"], registry=self.registry)
+        self.refusals = Counter("backout_records_refused", "Output records the broker refused for good "
+                                "(too large, not authorised)", ["topic"], registry=self.registry)
         self.dead_letters = Counter("backout_dead_letters", "Records sent to the dead letter topic", ["topic"],
                                     registry=self.registry)
         self.samples_per_s = Gauge("backout_samples_per_second", "Metric samples consumed per second since "
@@ -37,6 +40,7 @@ class Telemetry:
                          ["topic", "partition"], registry=self.registry)
         self._positions: dict[tuple[str, int], int] = {}
         self._highwaters: dict[tuple[str, int], int] = {}
+        self._lag_lock = threading.Lock()
         self._last_sample: dict[int, float] = {}  # metrics partition -> monotonic time of its last record
         self._samples = 0
         self._last_scrape = (time.monotonic(), 0)
@@ -59,12 +63,16 @@ class Telemetry:
 
     def released(self, topic: str, partition: int) -> None:
         """Another worker owns this partition now: its lag is no longer ours to report."""
-        self._positions.pop((topic, partition), None)
-        self._highwaters.pop((topic, partition), None)
-        try:
-            self.lag.remove(topic, str(partition))
-        except KeyError:
-            pass  # never reported
+        with self._lag_lock:  # the metrics stage's thread calls this while /metrics may be scraped
+            self._positions.pop((topic, partition), None)
+            self._highwaters.pop((topic, partition), None)
+            try:
+                self.lag.remove(topic, str(partition))
+            except KeyError:
+                pass  # never reported
+
+    def refused(self, topic: str) -> None:
+        self.refusals.labels(topic).inc()
 
     def anomaly(self, anomaly: Anomaly) -> None:
         self.anomalies.labels(anomaly.metric).inc()
@@ -81,17 +89,19 @@ class Telemetry:
         if now > then:
             self.samples_per_s.set((self._samples - samples) / (now - then))
         self._last_scrape = (now, self._samples)
-        for (topic, partition), position in list(self._positions.items()):  # the metrics stage adds keys
-            highwater = self._highwater(topic, partition)
-            if highwater is not None:
-                self.lag.labels(topic, str(partition)).set(max(0, highwater - position))
+        with self._lag_lock:
+            for (topic, partition), position in list(self._positions.items()):  # the metrics stage adds keys
+                highwater = self._highwater(topic, partition)
+                if highwater is not None:
+                    self.lag.labels(topic, str(partition)).set(max(0, highwater - position))
         return generate_latest(self.registry), "text/plain; version=0.0.4"  # aiohttp sets the charset
 
     def _highwater(self, topic: str, partition: int) -> int | None:
         from faust.types import TP
 
-        if (topic, partition) in self._highwaters:
-            return self._highwaters[(topic, partition)]
+        ours = self._highwaters.get((topic, partition))
+        if ours is not None:
+            return ours
         try:
             value = self.app.consumer.highwater(TP(topic, partition))
         except Exception:  # consumer not started or partition not assigned any more

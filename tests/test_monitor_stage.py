@@ -13,6 +13,7 @@ from detectors.config import load_config
 from detectors.monitor import MetricMonitor
 from detectors.spec import spec_for
 from detectors.watermark import PartitionClock
+from streams.deadletter import KEEP_BYTES, envelope
 from streams.monitor_stage import RESEND_S, MonitorStage, _Partition
 from streams.telemetry import Telemetry
 
@@ -126,3 +127,43 @@ def test_a_refused_record_is_sent_again_and_holds_the_commit_until_delivered():
     stage._send_again(now=time.monotonic() + RESEND_S)
     assert recorder.sent == [("backout.anomalies", b'{"type":"anomaly"}', b"checkout", 2)]
     assert p.committable() == 4  # still held until the broker acknowledges it
+
+
+def _stage_with_one_key() -> tuple[MonitorStage, _Recorder, _Partition, bytes]:
+    stage = MonitorStage("t", 1, KafkaSettings(), load_config(None), Telemetry(None))
+    stage._producer = recorder = _Recorder()  # type: ignore[assignment]
+    p = partition()
+    key = b"checkout\x1ferror_rate"
+    p.monitors[key] = MetricMonitor("checkout", "error_rate", spec_for("error_rate"))
+    p.applied[key], p.dirty[key], p.next_offset = 5, (5, 0.0), 6
+    stage._owned = {0: p}
+    return stage, recorder, p, key
+
+
+def test_a_state_is_not_written_again_while_its_last_write_is_in_flight():
+    """Otherwise a retried older state could land after a newer one and win the compaction."""
+    stage, recorder, p, key = _stage_with_one_key()
+    stage._save_changed(changed_before=1.0)
+    assert len(recorder.sent) == 1 and p.unacked_by_key[key] == 1
+    p.applied[key], p.dirty[key] = 8, (8, 0.0)  # changed again before the broker acknowledged
+    stage._save_changed(changed_before=1.0)
+    assert len(recorder.sent) == 1 and key in p.dirty
+    p.release(5, key)
+    stage._save_changed(changed_before=1.0)
+    assert len(recorder.sent) == 2 and json.loads(recorder.sent[1][1])["offset"] == 8
+
+
+def test_a_record_refused_for_good_is_counted_and_no_longer_holds_the_commit():
+    stage, recorder, p, key = _stage_with_one_key()
+    p.dirty.clear()
+    p.hold(5)
+    stage._delivered(p, 5, None, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), _Refused())
+    assert p.committable() == 6 and not stage._resend
+    assert b'backout_records_refused_total{topic="backout.anomalies"} 1.0' in stage.telemetry.exposition()[0]
+
+
+def test_a_huge_dead_letter_is_cut_to_fit_the_broker():
+    big = json.loads(envelope(b"\xff" * (KEEP_BYTES * 4), "bad", "backout.metrics", 0, 1, 0.0))
+    assert big["truncated_from_bytes"] == KEEP_BYTES * 4 and big["encoding"] == "base64"
+    assert len(big["value"]) < 2 * KEEP_BYTES
+    assert "truncated_from_bytes" not in json.loads(envelope(b"{oops", "bad", "backout.metrics", 0, 1, 0.0))
