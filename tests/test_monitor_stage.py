@@ -71,7 +71,7 @@ class _Recorder:
         self.sent.append((topic, value, key, partition))
 
 
-def test_a_state_is_written_only_once_its_anomalies_are_acknowledged():
+def _stage_with_one_key() -> tuple[MonitorStage, _Recorder, _Partition, bytes]:
     stage = MonitorStage("t", 1, KafkaSettings(), load_config(None), Telemetry(None))
     stage._producer = recorder = _Recorder()  # type: ignore[assignment]
     p = partition()
@@ -79,6 +79,11 @@ def test_a_state_is_written_only_once_its_anomalies_are_acknowledged():
     p.monitors[key] = MetricMonitor("checkout", "error_rate", spec_for("error_rate"))
     p.applied[key], p.dirty[key], p.next_offset = 5, (5, 0.0), 6
     stage._owned = {0: p}
+    return stage, recorder, p, key
+
+
+def test_a_state_is_written_only_once_its_anomalies_are_acknowledged():
+    stage, recorder, p, key = _stage_with_one_key()
     p.hold(5, key)  # its anomaly is still in flight
     stage._save_changed(changed_before=1.0)
     assert recorder.sent == [] and key in p.dirty
@@ -116,9 +121,8 @@ class _Refused:
 
 
 def test_a_refused_record_is_sent_again_and_holds_the_commit_until_delivered():
-    stage = MonitorStage("t", 1, KafkaSettings(), load_config(None), Telemetry(None))
-    stage._producer = recorder = _Recorder()  # type: ignore[assignment]
-    p = partition()
+    stage, recorder, p, _ = _stage_with_one_key()
+    p.dirty.clear()
     p.next_offset = 9
     p.hold(4)
     stage._delivered(p, 4, None, KafkaError(KafkaError._MSG_TIMED_OUT), _Refused())
@@ -127,17 +131,6 @@ def test_a_refused_record_is_sent_again_and_holds_the_commit_until_delivered():
     stage._send_again(now=time.monotonic() + RESEND_S)
     assert recorder.sent == [("backout.anomalies", b'{"type":"anomaly"}', b"checkout", 2)]
     assert p.committable() == 4  # still held until the broker acknowledges it
-
-
-def _stage_with_one_key() -> tuple[MonitorStage, _Recorder, _Partition, bytes]:
-    stage = MonitorStage("t", 1, KafkaSettings(), load_config(None), Telemetry(None))
-    stage._producer = recorder = _Recorder()  # type: ignore[assignment]
-    p = partition()
-    key = b"checkout\x1ferror_rate"
-    p.monitors[key] = MetricMonitor("checkout", "error_rate", spec_for("error_rate"))
-    p.applied[key], p.dirty[key], p.next_offset = 5, (5, 0.0), 6
-    stage._owned = {0: p}
-    return stage, recorder, p, key
 
 
 def test_a_state_is_not_written_again_while_its_last_write_is_in_flight():
