@@ -54,7 +54,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 STEP_S = 10.0
 T0 = 1_767_225_600.0
 TCPD_SPEC = MetricSpec(kind="gauge", direction="both", min_ratio=1.0, log_scale=False, min_sigma=0.0,
-                       warmup_samples=10, baseline_halflife_samples=20.0, accept_s=0.0)
+                       warmup_samples=10, baseline_halflife_samples=20.0, trend_halflife_samples=10.0,
+                       accept_s=0.0)
 
 
 def _kl_binomial(n: float, p0: float, p1: float) -> float:

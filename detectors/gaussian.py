@@ -37,7 +37,7 @@ import math
 
 from detectors.calibration import threshold
 from detectors.spec import MetricSpec
-from detectors.stats import EWStats
+from detectors.stats import EWLine, EWStats
 
 TINY = 1e-12
 HUBER = 4.0  # a sample's llr counts at most its mean plus this many sds under the design shift
@@ -68,17 +68,42 @@ class GaussianModel:
         self._reset()
 
     def _reset(self) -> None:
-        self.stats = EWStats(self.spec.baseline_halflife_samples)
+        spec = self.spec
+        trend = spec.trend_halflife_samples
+        self.stats = EWStats(spec.baseline_halflife_samples, zero_mean=trend is not None)
+        self.line = None if trend is None else EWLine(trend)
+        self._forecast = [0.0, 1.0]  # with a line: its level now, and sqrt(1 + leverage)
 
     def transform(self, value: float, count: float | None) -> tuple[float, float, float]:
-        """(y, w, scale) of one sample: the tested value, its weight, the LLR divisor."""
-        if self._log:
-            return math.log(value if value > TINY else TINY), 1.0, 1.0
-        return value, 1.0, 1.0
+        """(y, w, scale) of one sample: the tested value, its weight, the LLR divisor.
+
+        With a trend line, y is the sample's standardised recursive residual (module doc of
+        :class:`~detectors.stats.EWLine`), so the tests see a level series centred on zero.
+        """
+        y = math.log(value if value > TINY else TINY) if self._log else value
+        line = self.line
+        if line is None:
+            return y, 1.0, 1.0
+        line.step()
+        level, _, leverage = line.forecast(self.stats.var)
+        if math.isinf(leverage):  # the first sample of the stream: it is the line
+            self._forecast = [y, 1.0]
+            return 0.0, 1.0, 1.0
+        root = math.sqrt(1.0 + leverage)
+        self._forecast = [level, root]
+        return (y - level) / root, 1.0, 1.0
 
     def learn(self, y: float, w: float, clip: float, level: bool = True) -> None:
-        if level:
+        if not level:
+            return
+        if self.line is None:
             self.stats.update(y, clip)
+            return
+        if clip > 0.0 and self.stats.var > 0.0:
+            lim = clip * math.sqrt(self.stats.var)
+            y = lim if y > lim else -lim if y < -lim else y
+        self.line.add(self._forecast[0] + y * self._forecast[1])
+        self.stats.update(y)
 
     @property
     def sigma(self) -> float:
@@ -89,7 +114,7 @@ class GaussianModel:
         r = self.spec.min_ratio
         if self._log:
             return math.log(r)
-        mu = abs(self.stats.mean)
+        mu = abs(self._now)
         return mu * (r - 1.0) if sign > 0 else mu * (1.0 - 1.0 / r)
 
     def designs(self, m: int) -> list[tuple[int, float, float, float, float, float]]:
@@ -129,11 +154,19 @@ class GaussianModel:
         return math.exp(y) if self._log else y
 
     def level(self, sy: float, sw: float) -> float:
-        return self.value(sy / sw) if sw > 0 else self.baseline
+        """The level of (sy, sw) in the metric's units (with a line: residuals added to its forecast)."""
+        if sw <= 0:
+            return self.baseline
+        return self.value(sy / sw) if self.line is None else self.value(self._now + sy / sw)
+
+    @property
+    def _now(self) -> float:
+        """The baseline level now, in tested units: the line's forecast, or the mean."""
+        return self.stats.mean if self.line is None else self._forecast[0]
 
     @property
     def baseline(self) -> float:
-        return self.value(self.stats.mean)
+        return self.value(self._now)
 
     def recovery(self, sy: float, sw: float, sign: int) -> tuple[float, float, float]:
         """(A, B, h) of the test 'back from the shifted level to halfway towards the baseline'."""
@@ -148,17 +181,30 @@ class GaussianModel:
 
     def rebase(self, sy: float, sw: float, restart: bool = False) -> None:
         """Accept the level of (sy, sw) as the new normal; ``restart``: as the first sample of a new
-        segment, so the rest of the baseline is re-learnt with equal weights."""
-        if sw > 0:
-            self.stats.mean = sy / sw
+        segment, so the rest of the baseline is re-learnt with equal weights (a line restarts flat:
+        the old segment's slope is no evidence about the new one)."""
+        line = self.line
+        if line is None:
+            if sw > 0:
+                self.stats.mean = sy / sw
+        elif restart:
+            line.restart(self._now + (sy / sw if sw > 0 else 0.0))
+        elif sw > 0:
+            line.shift(sy / sw)
         if restart:
             self.stats.n = 1
 
     def to_state(self) -> list[float]:
-        return self.stats.to_state()
+        if self.line is None:
+            return self.stats.to_state()
+        return self.stats.to_state() + self.line.to_state() + self._forecast
 
     def load(self, state: list[float]) -> None:
-        self.stats = EWStats.from_state(state, self.spec.baseline_halflife_samples)
+        spec = self.spec
+        self.stats = EWStats.from_state(state, spec.baseline_halflife_samples, self.line is not None)
+        if self.line is not None and spec.trend_halflife_samples is not None and len(state) >= 12:
+            self.line = EWLine.from_state(state[5:10], spec.trend_halflife_samples)
+            self._forecast = [float(v) for v in state[10:12]]
 
 
 def _signs(direction: str) -> tuple[int, ...]:

@@ -18,6 +18,11 @@ Conventions:
   ``|baseline| * (1 - 1 / min_ratio)`` (down). ``min_ratio = 1`` disables the floor.
 * ``arl0`` is the target mean number of samples between false alarms of one
   stream; every threshold is derived from it (see :mod:`detectors.calibration`).
+* ``trend_halflife_samples`` (gauges only, off by default): for series that
+  trend by nature (backlogs, disk used, business counts, the TCPDBench series)
+  the baseline is a local line, so a steady ramp is normal and a change of
+  level *or of slope* is a shift. Off for the service metrics: there a ramp
+  (a leak, a slow rollout) is exactly what must be caught.
 * ``spike_samples`` (k): a shift is never confirmed on the evidence of k samples
   or fewer; the k strongest samples of an excursion are left out of its evidence.
 
@@ -39,7 +44,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class MetricSpec(BaseModel):
@@ -64,6 +69,10 @@ class MetricSpec(BaseModel):
     warmup_samples: int = Field(default=30, ge=3, description="samples learnt before any test runs")
     baseline_halflife_samples: float = Field(default=360.0, gt=1.0,
                                              description="half-life of the exponentially weighted baseline")
+    trend_halflife_samples: float | None = Field(
+        default=None, gt=1.0,
+        description="gauges that trend by nature: test departures from a local line fitted over this half-life "
+                    "(detectors.stats.EWLine); None: from a level")
     max_gap_s: float = Field(default=900.0, gt=0.0,
                              description="a gap longer than this restarts the evidence of pending shifts")
     accept_s: float = Field(default=3600.0, ge=0.0,
@@ -77,6 +86,12 @@ class MetricSpec(BaseModel):
         if grid[0] != 1.0 or any(b <= a for a, b in zip(grid, grid[1:], strict=False)):
             raise ValueError(f"shift_grid must start at 1.0 and increase, got {grid}")
         return grid
+
+    @model_validator(mode="after")
+    def _trend_is_for_gauges(self) -> MetricSpec:
+        if self.trend_halflife_samples is not None and self.kind == "rate":
+            raise ValueError("trend_halflife_samples applies to gauges and health, not to rates")
+        return self
 
 
 DEFAULT_SPECS: dict[str, MetricSpec] = {

@@ -21,6 +21,12 @@ sums, not a mean of ratios), the mean count, and the extra-binomial
 (beta-binomial) intra-class correlation ``rho``: real error counts vary
 ``n p (1-p) (1 + (n-1) rho)``, not ``n p (1-p)``.
 
+:class:`EWLine` is the baseline of a gauge that trends by nature (a spec with
+``trend_halflife_samples``): an exponentially weighted least-squares line
+through the stream, so the tests compare each sample with the line's forecast
+instead of a level that lags a ramp. Its residuals go to an :class:`EWStats`
+with the mean held at zero.
+
 Robustness: once warm, gauge updates are winsorised at 4 sigma (``clip``), so a
 spike cannot drag the baseline; the monitor also freezes the level while a
 shift is suspected, but a rate's dispersion keeps learning (winsorised).
@@ -47,8 +53,9 @@ def alpha_of(halflife_samples: float) -> float:
 class EWStats:
     """Exponentially weighted mean, variance and lag-1 autocovariance of a stream."""
 
-    def __init__(self, halflife_samples: float) -> None:
+    def __init__(self, halflife_samples: float, zero_mean: bool = False) -> None:
         self.halflife_samples = halflife_samples
+        self.zero_mean = zero_mean  # residuals of a fitted line: the mean is 0 by construction
         self._alpha = alpha_of(halflife_samples)
         self._reset()
 
@@ -67,7 +74,8 @@ class EWStats:
         if clip > 0.0 and self.var > 0.0:
             lim = clip * math.sqrt(self.var)
             d = lim if d > lim else -lim if d < -lim else d
-        self.mean += a * d
+        if not self.zero_mean:
+            self.mean += a * d
         self.var = (1.0 - a) * (self.var + a * d * d)
         if self.n > 1:
             self.cov1 += a * ((1.0 - a) * d * self._prev - self.cov1)
@@ -86,10 +94,95 @@ class EWStats:
         return [self.n, self.mean, self.var, self.cov1, self._prev]
 
     @classmethod
-    def from_state(cls, state: list[float], halflife_samples: float) -> EWStats:
-        s = cls(halflife_samples)
+    def from_state(cls, state: list[float], halflife_samples: float, zero_mean: bool = False) -> EWStats:
+        s = cls(halflife_samples, zero_mean)
         s.n, s.mean, s.var, s.cov1, s._prev = int(state[0]), *map(float, state[1:5])
         return s
+
+
+class EWLine:
+    """Exponentially weighted least-squares line ``level + slope * u`` through a stream (u: samples from now).
+
+    Five sums over the samples learnt, weighted ``lam ** age``, with time counted from
+    the newest step (``u <= 0``), so they stay small however long the stream:
+    ``S0 = sum w``, ``S1 = sum w u``, ``S2 = sum w u**2``, ``Sy = sum w y``,
+    ``Suy = sum w u y``. :meth:`step` moves "now" one sample on (a sample that is
+    not learnt, while a shift is suspected, still moves time: the frozen line
+    extrapolates), :meth:`add` learns the sample at ``u = 0``.
+
+    The slope is trusted only as far as the data show it: shrunk towards zero by
+    the positive-part factor ``max(0, 1 - SLOPE_T**2 / t**2)``, ``t`` its
+    t-statistic. A level series keeps a flat line (its level tests then behave as
+    without a trend); a clear ramp keeps almost all of its slope.
+
+    :meth:`forecast` also gives the leverage of the forecast, ``1/S0 + u_bar**2 / Sxx``
+    (``u_bar = S1 / S0``): the one-step error of a fitted line has variance
+    ``sigma**2 * (1 + leverage)``, large while few samples are in the fit.
+    Dividing residuals by ``sqrt(1 + leverage)`` (recursive residuals, Brown,
+    Durbin & Evans 1975) keeps the tests calibrated right after a (re)start.
+
+    >>> line = EWLine(halflife_samples=10)
+    >>> for x in [1.0, 3.0, 5.0, 7.0]:
+    ...     line.step(); line.add(x)
+    >>> line.step(); level, slope, lev = line.forecast(var=1e-9)  # an exact line: t is huge
+    >>> round(level, 6), round(slope, 6)
+    (9.0, 2.0)
+    """
+
+    SLOPE_T = 2.5  # a slope this many standard errors from zero is mostly kept; at or under 2.5 it is 0
+
+    def __init__(self, halflife_samples: float) -> None:
+        self.halflife_samples = halflife_samples
+        self._lam = 1.0 - alpha_of(halflife_samples)
+        self.sums = [0.0] * 5  # S0, S1, S2, Sy, Suy
+
+    def step(self) -> None:
+        """Move "now" one sample on: every learnt sample is one sample older (u -> u - 1)."""
+        s0, s1, s2, sy, suy = self.sums
+        self.sums = [s0, s1 - s0, s2 - 2.0 * s1 + s0, sy, suy - sy]
+
+    def add(self, y: float) -> None:
+        """Learn ``y`` at ``u = 0`` (call :meth:`step` first); older samples are discounted."""
+        lam = self._lam
+        s0, s1, s2, sy, suy = self.sums
+        self.sums = [lam * s0 + 1.0, lam * s1, lam * s2, lam * sy + y, lam * suy]
+
+    def forecast(self, var: float) -> tuple[float, float, float]:
+        """(level at u = 0, slope per sample, leverage); ``var``: the residuals' variance, for the slope's t.
+
+        Without any sample the level is 0 with infinite leverage: the caller learns the first sample as is.
+        """
+        s0, s1, s2, sy, suy = self.sums
+        if s0 <= 0.0:
+            return 0.0, 0.0, math.inf
+        ubar = s1 / s0
+        sxx = s2 - s1 * ubar
+        slope = 0.0
+        if sxx > 1e-12 * max(1.0, s2) and var > 0.0:
+            slope = (suy - ubar * sy) / sxx
+            t2 = slope * slope * sxx / var
+            slope *= max(0.0, 1.0 - self.SLOPE_T ** 2 / t2) if t2 > 0.0 else 0.0
+        level = sy / s0 - slope * ubar
+        leverage = 1.0 / s0 + (ubar * ubar / sxx if slope != 0.0 else 0.0)
+        return level, slope, leverage
+
+    def restart(self, level: float) -> None:
+        """Forget the line: a new segment starts at ``level`` with the weight of one sample and no slope."""
+        self.sums = [1.0, 0.0, 0.0, level, 0.0]
+
+    def shift(self, d: float) -> None:
+        """Move the whole line by ``d`` (an accepted shift: same slope, new level)."""
+        s0, s1, s2, sy, suy = self.sums
+        self.sums = [s0, s1, s2, sy + d * s0, suy + d * s1]
+
+    def to_state(self) -> list[float]:
+        return list(self.sums)
+
+    @classmethod
+    def from_state(cls, state: list[float], halflife_samples: float) -> EWLine:
+        line = cls(halflife_samples)
+        line.sums = [float(v) for v in state[:5]]
+        return line
 
 
 class EWRate:
