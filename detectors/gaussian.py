@@ -16,6 +16,13 @@ with ``delta_1`` the minimum effect in sigmas (at least ``min_shift_sigma``):
 a CUSUM is near-optimal for shifts near its design, so a small design catches
 small harmful shifts while the large ones catch big shifts in k+1 samples.
 
+With ``trend_halflife_samples`` the baseline is a local line
+(:class:`~detectors.stats.EWLine`) instead of a level: ``y`` is then the
+sample's standardised recursive residual against the line's forecast, ``mu``
+is 0 and ``sigma`` the residuals' scale, so the same tests see a change of
+level or of slope, and a steady ramp is normal. While a shift is suspected the
+line stops learning and extrapolates; a confirmed shift moves it.
+
 Everything is linear in y, ``llr = A * y + B``; :meth:`GaussianModel.designs`
 returns ``(sign, A, B, h, c1, c2)`` rows, recomputed by the monitor every few
 samples. ``c1 + c2`` caps one sample's llr (Huber): the llr's mean under the
@@ -157,7 +164,11 @@ class GaussianModel:
         """The level of (sy, sw) in the metric's units (with a line: residuals added to its forecast)."""
         if sw <= 0:
             return self.baseline
-        return self.value(sy / sw) if self.line is None else self.value(self._now + sy / sw)
+        return self.value(sy / sw) if self.line is None else self.value(self._now + self._unscaled(sy / sw))
+
+    def _unscaled(self, r: float) -> float:
+        """A standardised residual back in tested units (times sqrt(1 + leverage) of the forecast)."""
+        return r * self._forecast[1]
 
     @property
     def _now(self) -> float:
@@ -188,9 +199,9 @@ class GaussianModel:
             if sw > 0:
                 self.stats.mean = sy / sw
         elif restart:
-            line.restart(self._now + (sy / sw if sw > 0 else 0.0))
+            line.restart(self._now + (self._unscaled(sy / sw) if sw > 0 else 0.0))
         elif sw > 0:
-            line.shift(sy / sw)
+            line.shift(self._unscaled(sy / sw))
         if restart:
             self.stats.n = 1
 

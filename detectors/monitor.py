@@ -23,7 +23,8 @@ Life of a stream:
    counts several times more frequent.
    A significant but harmless shift (below ``min_ratio``) does not freeze the
    baseline, which then absorbs it slowly; that is also how daily swings are
-   followed.
+   followed. A gauge that trends by nature can have a local line as its
+   baseline (``trend_halflife_samples``, :mod:`detectors.gaussian`).
 3. **Alarmed**: one :class:`~backout.contracts.Anomaly` was emitted. It is
    reported again — same ``onset_ts``, later ``detected_ts``, extra field
    ``worsened`` — only when the shift gets ``WORSE_FACTOR`` times worse than

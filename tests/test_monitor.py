@@ -32,8 +32,12 @@ def noisy_rates(rng, p, n, size):
     return [sum(rng.random() < p for _ in range(n)) / n for _ in range(size)]
 
 
+SPECS = {**DEFAULT_SPECS, "backlog": MetricSpec(kind="gauge", direction="up", min_ratio=1.2, log_scale=False,
+                                                  trend_halflife_samples=60.0)}
+
+
 def monitor(metric):
-    return MetricMonitor("svc", metric, spec_for(metric))
+    return MetricMonitor("svc", metric, SPECS[metric])
 
 
 def test_error_rate_10x_at_200_rps_is_caught_in_three_intervals():
@@ -80,6 +84,40 @@ def test_segmentation_starts_a_new_segment_at_each_change():
     fired = [(i, round(a.onset_ts - T0) // 10) for i, a in feed(mon, values)]
     # one change point per step, at its onset; the noisier new segment's scale is re-learnt
     assert [onset for _, onset in fired] == [60, 120] and not mon.alarmed
+
+
+TREND = MetricSpec(kind="gauge", direction="both", min_ratio=1.0, log_scale=False, min_sigma=0.0,
+                   warmup_samples=10, baseline_halflife_samples=20.0, trend_halflife_samples=10.0, accept_s=0.0)
+
+
+def test_a_steady_ramp_is_normal_for_a_trend_baseline_only():
+    rng = random.Random(8)
+    ramp = [100.0 + 2.0 * i + rng.gauss(0, 1) for i in range(300)]
+    level = MetricMonitor("svc", "backlog", TREND.model_copy(update={"trend_halflife_samples": None}))
+    assert len(feed(level, ramp)) >= 3  # a level baseline sees a staircase of shifts
+    assert feed(MetricMonitor("svc", "backlog", TREND), ramp) == []
+
+
+@pytest.mark.parametrize("change", ["slope", "step"])
+def test_a_trend_baseline_catches_a_change_of_slope_or_level_at_its_onset(change):
+    rng = random.Random(9)
+    values = [50.0 + 1.0 * i + rng.gauss(0, 1) for i in range(150)]
+    for i in range(150, 250):
+        values.append((200.0 + 4.0 * (i - 150) if change == "slope" else 165.0 + 1.0 * (i - 150)) + rng.gauss(0, 1))
+    fired = [(i, round(a.onset_ts - T0) // 10) for i, a in feed(MetricMonitor("svc", "x", TREND), values)]
+    assert fired and 150 <= fired[0][0] <= 160 and abs(fired[0][1] - 150) <= 3
+
+
+def test_a_trend_baseline_reports_the_forecast_as_baseline():
+    rng = random.Random(10)
+    values = [10.0 + 0.5 * i + rng.gauss(0, 0.2) for i in range(100)] + [80.0 + rng.gauss(0, 0.2) for _ in range(5)]
+    (i, a), = feed(MetricMonitor("svc", "x", TREND.model_copy(update={"direction": "up"})), values)
+    assert i == 102 and a.baseline == pytest.approx(10.0 + 0.5 * 102, abs=1.0) and a.current == pytest.approx(80, abs=1)
+
+
+def test_a_trend_is_for_gauges():
+    with pytest.raises(ValueError, match="trend_halflife_samples applies to gauges and health, not to rates"):
+        MetricSpec(kind="rate", direction="up", min_ratio=1.5, trend_halflife_samples=60.0)
 
 
 def test_onset_is_where_the_level_moved_not_where_the_cusum_left_zero():
@@ -188,11 +226,13 @@ def _series(metric, seed, size, shift_at, factor):
         return vals, counts
     if metric == "health":
         return [1.0 - (rng.random() < 0.02) / 8 - (i >= shift_at) * (1 - 1 / factor) for i in range(size)], 8.0
+    if metric == "backlog":  # a queue that grows by nature, then faster
+        return [(100.0 + 0.5 * i + rng.gauss(0, 2)) * (factor if i >= shift_at else 1.0) for i in range(size)], None
     return [0.3 * rng.lognormvariate(0, 0.1) * (factor if i >= shift_at else 1.0) for i in range(size)], None
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(metric=st.sampled_from(["error_rate", "latency_p95", "health"]), seed=st.integers(0, 10**6),
+@given(metric=st.sampled_from(["error_rate", "latency_p95", "health", "backlog"]), seed=st.integers(0, 10**6),
        cut=st.integers(0, 239), shift_at=st.integers(20, 260), factor=st.sampled_from([1.0, 1.3, 2.0, 6.0]))
 def test_restored_monitor_behaves_identically(metric, seed, cut, shift_at, factor):
     values, counts = _series(metric, seed, 240, shift_at, factor)
@@ -202,7 +242,7 @@ def test_restored_monitor_behaves_identically(metric, seed, cut, shift_at, facto
     part = monitor(metric)
     first = feed(part, values[:cut], counts_list[:cut] if counts_list else counts)
     state = json.loads(json.dumps(part.to_state()))  # through JSON, as the changelog stores it
-    restored = MetricMonitor.from_state(state, spec_for(metric))
+    restored = MetricMonitor.from_state(state, SPECS[metric])
     rest = feed(restored, values[cut:], counts_list[cut:] if counts_list else counts, start=cut)
     assert [(i, a.model_dump()) for i, a in first + rest] == [(i, a.model_dump()) for i, a in expected]
     assert restored.to_state() == whole.to_state() and restored.alarmed == whole.alarmed

@@ -1,4 +1,4 @@
-"""Baselines: river-equivalent EW recurrences, warm-up weighting, AR(1) and overdispersion estimates."""
+"""Baselines: river-equivalent EW recurrences, warm-up weighting, AR(1) and overdispersion estimates, trend lines."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from river import stats as rstats
 
-from detectors.stats import EWRate, EWStats, alpha_of
+from detectors.stats import EWLine, EWRate, EWStats, alpha_of
 
 
 @pytest.mark.parametrize("halflife", [1.0, 0.5])
@@ -91,6 +91,60 @@ def test_state_round_trips():
     r = EWRate(50).update(3.0, 100.0).update(1.0, 90.0)
     q = EWRate.from_state(r.to_state(), 50)
     assert q.update(2.0, 80.0).to_state() == r.update(2.0, 80.0).to_state()
+
+
+def _line_over(values, halflife=10.0):
+    """Fit a line through values as the monitor does; return it and its slope at each step."""
+    line, res, slopes = EWLine(halflife), EWStats(20.0, zero_mean=True), []
+    for x in values:
+        line.step()
+        level, slope, leverage = line.forecast(res.var)
+        slopes.append(slope)
+        if math.isfinite(leverage):
+            res.update((x - level) / math.sqrt(1.0 + leverage))
+        line.add(x)
+    return line, res, slopes
+
+
+def test_a_line_keeps_a_clear_slope_and_forecasts_the_ramp():
+    rng = np.random.default_rng(5)
+    line, res, _ = _line_over([5.0 + 0.5 * i + float(rng.normal(0, 1)) for i in range(200)])
+    line.step()
+    level, slope, _ = line.forecast(res.var)
+    assert slope == pytest.approx(0.5, abs=0.15) and level == pytest.approx(5.0 + 0.5 * 200, abs=2.0)
+    assert res.mean == 0.0 and res.var == pytest.approx(1.0, rel=0.5)  # residuals, not the ramp
+
+
+def test_a_level_series_keeps_a_flat_line():
+    rng = np.random.default_rng(6)
+    _, _, slopes = _line_over([float(v) for v in rng.normal(3.0, 1.0, 400)])
+    assert sum(s == 0.0 for s in slopes[20:]) / len(slopes[20:]) > 0.9  # noise is not a trend
+
+
+def test_leverage_is_large_after_a_restart_and_shrinks_as_samples_come():
+    line = EWLine(10.0)
+    line.restart(2.0)
+    line.step()
+    assert line.forecast(1.0) == (2.0, 0.0, 1.0)  # one sample: the forecast error is sigma * sqrt(2)
+    for x in (2.1, 1.9, 2.0, 2.2):
+        line.add(x)
+        line.step()
+    assert line.forecast(1.0)[2] < 0.3
+
+
+def test_a_line_shifted_keeps_its_slope_and_round_trips():
+    line = EWLine(10.0)
+    for x in (1.0, 3.0, 5.0, 7.0):
+        line.step()
+        line.add(x)
+    before = line.forecast(1e-9)
+    line.shift(10.0)
+    after = line.forecast(1e-9)
+    assert after[0] == pytest.approx(before[0] + 10.0) and after[1] == pytest.approx(before[1])
+    copy = EWLine.from_state(line.to_state(), 10.0)
+    copy.step(), line.step()
+    copy.add(20.0), line.add(20.0)
+    assert copy.to_state() == line.to_state()
 
 
 def test_bad_halflife_is_refused():
