@@ -160,5 +160,10 @@ class BinomialModel:
     def to_state(self) -> list[float]:
         return self.rate.to_state()
 
-    def load(self, state: list[float]) -> None:
+    def load(self, state: list[float]) -> bool:
         self.rate = EWRate.from_state(state, self.spec.baseline_halflife_samples)
+        return True
+
+    def after_gap(self) -> bool:
+        """A rate's baseline holds over a gap."""
+        return False

@@ -78,26 +78,30 @@ class GaussianModel:
         spec = self.spec
         trend = spec.trend_halflife_samples
         self.stats = EWStats(spec.baseline_halflife_samples, zero_mean=trend is not None)
-        self.line = None if trend is None else EWLine(trend)
-        self._forecast = [0.0, 1.0]  # with a line: its level now, and sqrt(1 + leverage)
+        self.line = None if trend is None else EWLine(trend, spec.trend_slope_t)
+        # with a line: its level now, sqrt(1 + leverage), 1.0 if the last sample was not learnt
+        self._forecast = [0.0, 1.0, 0.0]
 
     def transform(self, value: float, count: float | None) -> tuple[float, float, float]:
         """(y, w, scale) of one sample: the tested value, its weight, the LLR divisor.
 
         With a trend line, y is the sample's standardised recursive residual (module doc of
         :class:`~detectors.stats.EWLine`), so the tests see a level series centred on zero.
+        This moves the line's time on: call it once per sample, before :meth:`learn`.
+        While the line does not learn (a shift suspected or confirmed) residuals keep the
+        divisor of its last learnt sample: the extrapolation's growing leverage would
+        otherwise shrink a lasting shift until it looked recovered.
         """
         y = math.log(value if value > TINY else TINY) if self._log else value
         line = self.line
         if line is None:
             return y, 1.0, 1.0
-        line.step()
-        level, _, leverage = line.forecast(self.stats.var)
+        level, _, leverage = line.step().forecast(self.stats.var)
         if math.isinf(leverage):  # the first sample of the stream: it is the line
-            self._forecast = [y, 1.0]
+            self._forecast = [y, 1.0, 1.0]
             return 0.0, 1.0, 1.0
-        root = math.sqrt(1.0 + leverage)
-        self._forecast = [level, root]
+        root = self._forecast[1] if self._forecast[2] else math.sqrt(1.0 + leverage)
+        self._forecast = [level, root, 1.0]
         return (y - level) / root, 1.0, 1.0
 
     def learn(self, y: float, w: float, clip: float, level: bool = True) -> None:
@@ -110,19 +114,31 @@ class GaussianModel:
             lim = clip * math.sqrt(self.stats.var)
             y = lim if y > lim else -lim if y < -lim else y
         self.line.add(self._forecast[0] + y * self._forecast[1])
+        self._forecast[2] = 0.0
         self.stats.update(y)
+
+    def after_gap(self) -> bool:
+        """Forget what a gap breaks; True if the baseline must be learnt again (a line's slope
+        counts samples, and cannot be carried over a gap of unknown length)."""
+        if self.line is None:
+            return False
+        self.line.clear()
+        self._forecast = [0.0, 1.0, 0.0]
+        return True
 
     @property
     def sigma(self) -> float:
         return max(math.sqrt(self.stats.var), self.spec.min_sigma, TINY)
 
     def _floor(self, sign: int) -> float:
-        """The minimum effect in tested units (>= 0)."""
+        """The minimum effect in tested units (>= 0; with a line, in standardised residuals)."""
         r = self.spec.min_ratio
         if self._log:
-            return math.log(r)
-        mu = abs(self._now)
-        return mu * (r - 1.0) if sign > 0 else mu * (1.0 - 1.0 / r)
+            floor = math.log(r)
+        else:
+            mu = abs(self._now)
+            floor = mu * (r - 1.0) if sign > 0 else mu * (1.0 - 1.0 / r)
+        return floor if self.line is None else floor / self._forecast[1]
 
     def designs(self, m: int) -> list[tuple[int, float, float, float, float, float]]:
         """(sign, A, B, h, c1, c2) per test: ``llr = A*y + B``, capped at ``c1 + c2``; h for m tests."""
@@ -198,24 +214,32 @@ class GaussianModel:
         if line is None:
             if sw > 0:
                 self.stats.mean = sy / sw
-        elif restart:
-            line.restart(self._now + (self._unscaled(sy / sw) if sw > 0 else 0.0))
-        elif sw > 0:
-            line.shift(self._unscaled(sy / sw))
+        else:
+            if restart:
+                line.restart(self._now + (self._unscaled(sy / sw) if sw > 0 else 0.0))
+            elif sw > 0:
+                line.shift(self._unscaled(sy / sw))
+            self._forecast[2] = 0.0  # the moved line's own leverage from the next sample on
         if restart:
             self.stats.n = 1
 
     def to_state(self) -> list[float]:
+        """``EWStats`` (5 floats), then with a line ``EWLine`` (6) and the forecast (3)."""
         if self.line is None:
             return self.stats.to_state()
         return self.stats.to_state() + self.line.to_state() + self._forecast
 
-    def load(self, state: list[float]) -> None:
+    def load(self, state: list[float]) -> bool:
+        """Restore :meth:`to_state`; False (nothing loaded) if it was saved with(out) a line this
+        spec does not have: the configuration changed, and the baseline must be learnt again."""
         spec = self.spec
+        if len(state) != (5 if spec.trend_halflife_samples is None else 14):
+            return False
         self.stats = EWStats.from_state(state, spec.baseline_halflife_samples, self.line is not None)
-        if self.line is not None and spec.trend_halflife_samples is not None and len(state) >= 12:
-            self.line = EWLine.from_state(state[5:10], spec.trend_halflife_samples)
-            self._forecast = [float(v) for v in state[10:12]]
+        if spec.trend_halflife_samples is not None:
+            self.line = EWLine.from_state(state[5:11], spec.trend_halflife_samples, spec.trend_slope_t)
+            self._forecast = [float(v) for v in state[11:14]]
+        return True
 
 
 def _signs(direction: str) -> tuple[int, ...]:

@@ -48,7 +48,9 @@ Input policy:
   The state is untouched; the caller dead-letters the sample.
 * Gaps are detected from ts, not from an assumed interval: after a gap longer
   than ``max_gap_s`` the evidence of pending shifts is dropped (a shift is
-  "sustained" only over contiguous data); baseline and alarm are kept. Tests
+  "sustained" only over contiguous data); baseline and alarm are kept, except
+  a trend line's: its slope counts samples, so after a gap it is learnt again
+  (a warm-up, the alarm dropped; the anomaly was already reported). Tests
   count samples, not seconds, so a slower exporter only makes detection slower
   in seconds.
 * A rate sample with ``count == 0`` carries no evidence and is skipped; one
@@ -143,10 +145,14 @@ class MetricMonitor:
         if not self.spec.enabled:
             return None
         model = self._model
+        gap = last > 0.0 and ts - last > self.spec.max_gap_s
+        if gap and model.after_gap():  # a trend line: learnt again, alarm included
+            self._n, self._alarm = 0, None
+            self._bank, self._designs = [], []
+            self._window.clear()
         y, w, scale = model.transform(sample.value, sample.count)
         if w <= 0.0:
             return None
-        gap = last > 0.0 and ts - last > self.spec.max_gap_s
         if self._n < self.spec.warmup_samples:
             model.learn(y, w, 0.0)
             self._n += 1
@@ -294,8 +300,9 @@ class MetricMonitor:
             raise ValueError(f"monitor state version {state.get('v')!r} is not 1 or {STATE_VERSION}")
         mon = cls(state["s"], state["m"], spec)
         mon._last_ts = float(state["ts"])
+        if not mon._model.load(state["b"]):  # saved under another spec (trend on/off): learn again
+            return mon
         mon._n, mon._since = int(state["n"]), int(state["i"])
-        mon._model.load(state["b"])
         mon._designs = [(int(d[0]), *(float(v) for v in d[1:6])) for d in state["d"]]  # type: ignore[misc]
         mon._bank = [TrimmedCusum.from_state(c, spec.spike_samples) for c in state["c"]]
         mon._alarm = None if state["a"] is None else [float(v) for v in state["a"]]

@@ -73,6 +73,8 @@ class MetricSpec(BaseModel):
         default=None, gt=1.0,
         description="gauges that trend by nature: test departures from a local line fitted over this half-life "
                     "(detectors.stats.EWLine); None: from a level")
+    trend_slope_t: float = Field(default=2.5, ge=0.0,
+                                 description="a line's slope counts once its t-statistic passes this")
     max_gap_s: float = Field(default=900.0, gt=0.0,
                              description="a gap longer than this restarts the evidence of pending shifts")
     accept_s: float = Field(default=3600.0, ge=0.0,

@@ -74,8 +74,13 @@ class EWStats:
         if clip > 0.0 and self.var > 0.0:
             lim = clip * math.sqrt(self.var)
             d = lim if d > lim else -lim if d < -lim else d
-        if not self.zero_mean:
-            self.mean += a * d
+        if self.zero_mean:  # no mean estimated: no (1 - a) correction for it
+            self.var += a * (d * d - self.var)
+            if self.n > 1:
+                self.cov1 += a * (d * self._prev - self.cov1)
+            self._prev = d
+            return self
+        self.mean += a * d
         self.var = (1.0 - a) * (self.var + a * d * d)
         if self.n > 1:
             self.cov1 += a * ((1.0 - a) * d * self._prev - self.cov1)
@@ -103,56 +108,80 @@ class EWStats:
 class EWLine:
     """Exponentially weighted least-squares line ``level + slope * u`` through a stream (u: samples from now).
 
-    Five sums over the samples learnt, weighted ``lam ** age``, with time counted from
-    the newest step (``u <= 0``), so they stay small however long the stream:
-    ``S0 = sum w``, ``S1 = sum w u``, ``S2 = sum w u**2``, ``Sy = sum w y``,
-    ``Suy = sum w u y``. :meth:`step` moves "now" one sample on (a sample that is
-    not learnt, while a shift is suspected, still moves time: the frozen line
-    extrapolates), :meth:`add` learns the sample at ``u = 0``.
+    Sums over the samples learnt, weighted ``lam ** age``, with time counted from
+    the newest step (``u <= 0``) and values from a reference level ``ref`` (the
+    weighted mean, re-centred at every sample), so they stay small however long
+    the stream and however large the values (a GDP in the 1e15 would otherwise
+    lose its residuals to rounding): ``S0 = sum w``, ``S1 = sum w u``,
+    ``S2 = sum w u**2``, ``Sy = sum w (y - ref)``, ``Suy = sum w u (y - ref)``.
+    :meth:`step` moves "now" one sample on (a sample that is not learnt, while a
+    shift is suspected, still moves time: the frozen line extrapolates),
+    :meth:`add` learns the sample at ``u = 0``.
 
     The slope is trusted only as far as the data show it: shrunk towards zero by
-    the positive-part factor ``max(0, 1 - SLOPE_T**2 / t**2)``, ``t`` its
-    t-statistic. A level series keeps a flat line (its level tests then behave as
-    without a trend); a clear ramp keeps almost all of its slope.
+    the positive-part factor ``max(0, 1 - slope_t**2 / t**2)``, with ``t`` its
+    weighted-least-squares t-statistic. Those formulas treat the exponential
+    weights as precisions, which overstates the slope's standard error about
+    twice for an exponential window, so ``slope_t = 2.5`` keeps only slopes
+    about 5 true standard errors from zero: a level series keeps a flat line
+    (its level tests then behave as without a trend), a clear ramp keeps almost
+    all of its slope.
 
     :meth:`forecast` also gives the leverage of the forecast, ``1/S0 + u_bar**2 / Sxx``
-    (``u_bar = S1 / S0``): the one-step error of a fitted line has variance
+    (``u_bar = S1 / S0``; the same weighted formula, about 1.5 times the true
+    value): the one-step error of a fitted line has variance
     ``sigma**2 * (1 + leverage)``, large while few samples are in the fit.
     Dividing residuals by ``sqrt(1 + leverage)`` (recursive residuals, Brown,
     Durbin & Evans 1975) keeps the tests calibrated right after a (re)start.
 
     >>> line = EWLine(halflife_samples=10)
     >>> for x in [1.0, 3.0, 5.0, 7.0]:
-    ...     line.step(); line.add(x)
-    >>> line.step(); level, slope, lev = line.forecast(var=1e-9)  # an exact line: t is huge
+    ...     _ = line.step().add(x)
+    >>> level, slope, leverage = line.step().forecast(var=1e-9)  # an exact line: t is huge
     >>> round(level, 6), round(slope, 6)
     (9.0, 2.0)
     """
 
-    SLOPE_T = 2.5  # a slope this many standard errors from zero is mostly kept; at or under 2.5 it is 0
-
-    def __init__(self, halflife_samples: float) -> None:
+    def __init__(self, halflife_samples: float, slope_t: float = 2.5) -> None:
+        if slope_t < 0:
+            raise ValueError(f"slope_t must be >= 0 standard errors, got {slope_t}")
         self.halflife_samples = halflife_samples
+        self.slope_t = slope_t
         self._lam = 1.0 - alpha_of(halflife_samples)
-        self.sums = [0.0] * 5  # S0, S1, S2, Sy, Suy
+        self._reset()
 
-    def step(self) -> None:
+    def _reset(self) -> None:
+        self._ref = 0.0
+        self._sums = [0.0] * 5  # S0, S1, S2, Sy, Suy
+
+    @property
+    def empty(self) -> bool:
+        return self._sums[0] <= 0.0
+
+    def step(self) -> EWLine:
         """Move "now" one sample on: every learnt sample is one sample older (u -> u - 1)."""
-        s0, s1, s2, sy, suy = self.sums
-        self.sums = [s0, s1 - s0, s2 - 2.0 * s1 + s0, sy, suy - sy]
+        s0, s1, s2, sy, suy = self._sums
+        self._sums = [s0, s1 - s0, s2 - 2.0 * s1 + s0, sy, suy - sy]
+        return self
 
-    def add(self, y: float) -> None:
+    def add(self, y: float) -> EWLine:
         """Learn ``y`` at ``u = 0`` (call :meth:`step` first); older samples are discounted."""
         lam = self._lam
-        s0, s1, s2, sy, suy = self.sums
-        self.sums = [lam * s0 + 1.0, lam * s1, lam * s2, lam * sy + y, lam * suy]
+        s0, s1, s2, sy, suy = self._sums
+        if s0 <= 0.0:
+            self._ref = y
+        s0, s1, sy = lam * s0 + 1.0, lam * s1, lam * sy + (y - self._ref)
+        m = sy / s0  # re-centre on the weighted mean
+        self._ref += m
+        self._sums = [s0, s1, lam * s2, 0.0, lam * suy - m * s1]
+        return self
 
     def forecast(self, var: float) -> tuple[float, float, float]:
         """(level at u = 0, slope per sample, leverage); ``var``: the residuals' variance, for the slope's t.
 
         Without any sample the level is 0 with infinite leverage: the caller learns the first sample as is.
         """
-        s0, s1, s2, sy, suy = self.sums
+        s0, s1, s2, sy, suy = self._sums
         if s0 <= 0.0:
             return 0.0, 0.0, math.inf
         ubar = s1 / s0
@@ -161,27 +190,35 @@ class EWLine:
         if sxx > 1e-12 * max(1.0, s2) and var > 0.0:
             slope = (suy - ubar * sy) / sxx
             t2 = slope * slope * sxx / var
-            slope *= max(0.0, 1.0 - self.SLOPE_T ** 2 / t2) if t2 > 0.0 else 0.0
-        level = sy / s0 - slope * ubar
+            slope *= max(0.0, 1.0 - self.slope_t ** 2 / t2) if t2 > 0.0 else 0.0
+        level = self._ref + sy / s0 - slope * ubar
         leverage = 1.0 / s0 + (ubar * ubar / sxx if slope != 0.0 else 0.0)
         return level, slope, leverage
 
-    def restart(self, level: float) -> None:
+    def restart(self, level: float) -> EWLine:
         """Forget the line: a new segment starts at ``level`` with the weight of one sample and no slope."""
-        self.sums = [1.0, 0.0, 0.0, level, 0.0]
+        self._ref = level
+        self._sums = [1.0, 0.0, 0.0, 0.0, 0.0]
+        return self
 
-    def shift(self, d: float) -> None:
+    def shift(self, d: float) -> EWLine:
         """Move the whole line by ``d`` (an accepted shift: same slope, new level)."""
-        s0, s1, s2, sy, suy = self.sums
-        self.sums = [s0, s1, s2, sy + d * s0, suy + d * s1]
+        self._ref += d
+        return self
+
+    def clear(self) -> EWLine:
+        """Forget every sample (after a gap: the slope per sample does not span it)."""
+        self._reset()
+        return self
 
     def to_state(self) -> list[float]:
-        return list(self.sums)
+        return [self._ref, *self._sums]
 
     @classmethod
-    def from_state(cls, state: list[float], halflife_samples: float) -> EWLine:
-        line = cls(halflife_samples)
-        line.sums = [float(v) for v in state[:5]]
+    def from_state(cls, state: list[float], halflife_samples: float, slope_t: float = 2.5) -> EWLine:
+        line = cls(halflife_samples, slope_t)
+        line._ref = float(state[0])
+        line._sums = [float(v) for v in state[1:6]]
         return line
 
 

@@ -115,6 +115,40 @@ def test_a_trend_baseline_reports_the_forecast_as_baseline():
     assert i == 102 and a.baseline == pytest.approx(10.0 + 0.5 * 102, abs=1.0) and a.current == pytest.approx(80, abs=1)
 
 
+def test_a_lasting_shift_on_a_trend_is_reported_once_and_accepted():
+    spec = MetricSpec(kind="gauge", direction="up", min_ratio=1.2, log_scale=False, trend_halflife_samples=20.0)
+    rng = random.Random(11)
+    values = [100.0 + 0.2 * i + (500.0 if i >= 2000 else 0.0) + rng.gauss(0, 5) for i in range(3500)]
+    mon = MetricMonitor("svc", "backlog", spec)
+    fired = feed(mon, values)
+    # not "recovered" while the frozen line extrapolates, then fired again: one report, then the new normal
+    assert [i for i, _ in fired] == [2002] and not mon.alarmed
+    assert mon._model.baseline == pytest.approx(100.0 + 0.2 * 3499 + 500.0, abs=10)
+
+
+def test_a_trend_line_is_learnt_again_after_a_gap():
+    spec = SPECS["backlog"].model_copy(update={"min_ratio": 1.05})
+    rng = random.Random(12)
+    ramp = [200.0 + 1.0 * i + rng.gauss(0, 2) for i in range(1200)]
+    mon = MetricMonitor("svc", "backlog", spec)
+    assert feed(mon, ramp[:500]) == []
+    assert feed(mon, ramp[720:], start=720) == []  # 2 h without samples (720 intervals), the same ramp
+    assert mon.to_state()["n"] == 1200 - 720  # counted again from the first sample after the gap
+
+
+def test_a_state_saved_under_another_spec_is_learnt_again():
+    rng = random.Random(13)
+    values = [250.0 + rng.gauss(0, 3) for _ in range(100)]
+    level = MetricMonitor("svc", "backlog", SPECS["backlog"].model_copy(update={"trend_halflife_samples": None}))
+    feed(level, values)
+    for saved, spec in ((level.to_state(), SPECS["backlog"]),
+                        (MetricMonitor("svc", "backlog", SPECS["backlog"]).to_state(), level.spec)):
+        restored = MetricMonitor.from_state(json.loads(json.dumps(saved)), spec)
+        assert restored.to_state()["n"] == 0 and restored.to_state()["ts"] == saved["ts"]
+    fresh = MetricMonitor.from_state(level.to_state(), SPECS["backlog"])
+    assert feed(fresh, [250.0 + rng.gauss(0, 3) for _ in range(300)], start=100) == []
+
+
 def test_a_trend_is_for_gauges():
     with pytest.raises(ValueError, match="trend_halflife_samples applies to gauges and health, not to rates"):
         MetricSpec(kind="rate", direction="up", min_ratio=1.5, trend_halflife_samples=60.0)

@@ -94,11 +94,10 @@ def test_state_round_trips():
 
 
 def _line_over(values, halflife=10.0):
-    """Fit a line through values as the monitor does; return it and its slope at each step."""
+    """Fit a line through values as the monitor does; return it, its residual stats and its slopes."""
     line, res, slopes = EWLine(halflife), EWStats(20.0, zero_mean=True), []
     for x in values:
-        line.step()
-        level, slope, leverage = line.forecast(res.var)
+        level, slope, leverage = line.step().forecast(res.var)
         slopes.append(slope)
         if math.isfinite(leverage):
             res.update((x - level) / math.sqrt(1.0 + leverage))
@@ -109,10 +108,9 @@ def _line_over(values, halflife=10.0):
 def test_a_line_keeps_a_clear_slope_and_forecasts_the_ramp():
     rng = np.random.default_rng(5)
     line, res, _ = _line_over([5.0 + 0.5 * i + float(rng.normal(0, 1)) for i in range(200)])
-    line.step()
-    level, slope, _ = line.forecast(res.var)
+    level, slope, _ = line.step().forecast(res.var)
     assert slope == pytest.approx(0.5, abs=0.15) and level == pytest.approx(5.0 + 0.5 * 200, abs=2.0)
-    assert res.mean == 0.0 and res.var == pytest.approx(1.0, rel=0.5)  # residuals, not the ramp
+    assert res.var == pytest.approx(1.0, rel=0.5)  # the residuals' scale, not the ramp's
 
 
 def test_a_level_series_keeps_a_flat_line():
@@ -121,30 +119,46 @@ def test_a_level_series_keeps_a_flat_line():
     assert sum(s == 0.0 for s in slopes[20:]) / len(slopes[20:]) > 0.9  # noise is not a trend
 
 
+def test_a_line_through_huge_constant_values_has_no_residuals():
+    for value in (1e15, 123456789.123, -7.7e12):
+        line, res, slopes = _line_over([value] * 2000, halflife=360.0)
+        assert res.var == 0.0 and set(slopes) == {0.0}
+        assert line.step().forecast(res.var)[0] == value
+
+
+def test_known_zero_mean_variance_is_not_shrunk():
+    rng = np.random.default_rng(7)
+    early, late = [], []
+    for _ in range(400):
+        s = EWStats(20.0, zero_mean=True)
+        for i, x in enumerate(rng.normal(0, 1, 200)):
+            s.update(float(x))
+            if i == 9:
+                early.append(s.var)
+        late.append(s.var)
+        assert s.mean == 0.0
+    assert np.mean(early) == pytest.approx(1.0, abs=0.06) and np.mean(late) == pytest.approx(1.0, abs=0.06)
+
+
 def test_leverage_is_large_after_a_restart_and_shrinks_as_samples_come():
-    line = EWLine(10.0)
-    line.restart(2.0)
-    line.step()
-    assert line.forecast(1.0) == (2.0, 0.0, 1.0)  # one sample: the forecast error is sigma * sqrt(2)
+    line = EWLine(10.0).restart(2.0)
+    assert line.step().forecast(1.0) == (2.0, 0.0, 1.0)  # one sample: the forecast error is sigma * sqrt(2)
     for x in (2.1, 1.9, 2.0, 2.2):
-        line.add(x)
-        line.step()
+        line.add(x).step()
     assert line.forecast(1.0)[2] < 0.3
 
 
 def test_a_line_shifted_keeps_its_slope_and_round_trips():
     line = EWLine(10.0)
     for x in (1.0, 3.0, 5.0, 7.0):
-        line.step()
-        line.add(x)
+        line.step().add(x)
     before = line.forecast(1e-9)
-    line.shift(10.0)
-    after = line.forecast(1e-9)
+    after = line.shift(10.0).forecast(1e-9)
     assert after[0] == pytest.approx(before[0] + 10.0) and after[1] == pytest.approx(before[1])
     copy = EWLine.from_state(line.to_state(), 10.0)
-    copy.step(), line.step()
-    copy.add(20.0), line.add(20.0)
-    assert copy.to_state() == line.to_state()
+    assert copy.step().add(20.0).to_state() == line.step().add(20.0).to_state()
+    with pytest.raises(ValueError, match="slope_t must be >= 0"):
+        EWLine(10.0, slope_t=-1.0)
 
 
 def test_bad_halflife_is_refused():
