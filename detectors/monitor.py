@@ -177,14 +177,17 @@ class MetricMonitor:
         freeze = False
         root = math.sqrt(w * scale)
         self._window.add(y, w, ts)
+        bank = self._bank
         for j, (sign, a, b, h, c1, c2) in enumerate(self._designs):
             llr = (a * y + b * w) / scale
+            c = bank[j]
+            if llr <= 0.0 and c.s == 0.0:  # the usual case: the CUSUM stays at zero
+                continue
             cap = (c1 * w + c2 * root) / scale
             if cap > h:
                 cap = h
             if llr > cap:
                 llr = cap
-            c = self._bank[j]
             t = c.update(llr, y, w, ts, k2 * h)
             if c.s >= 0.5 * h:  # suspected (untrimmed: the first k samples of a shift count here)
                 sy, sw = c.level()
