@@ -164,6 +164,6 @@ class BinomialModel:
         self.rate = EWRate.from_state(state, self.spec.baseline_halflife_samples)
         return True
 
-    def after_gap(self) -> bool:
-        """A rate's baseline holds over a gap."""
+    def forget_trend(self) -> bool:
+        """A rate has no trend line: its baseline holds over gaps and accepted shifts."""
         return False

@@ -21,7 +21,8 @@ With ``trend_halflife_samples`` the baseline is a local line
 sample's standardised recursive residual against the line's forecast, ``mu``
 is 0 and ``sigma`` the residuals' scale, so the same tests see a change of
 level or of slope, and a steady ramp is normal. While a shift is suspected the
-line stops learning and extrapolates; a confirmed shift moves it.
+line stops learning and extrapolates; a confirmed shift restarts it (segmentation) or,
+once accepted as the new normal, makes the monitor learn a new one.
 
 Everything is linear in y, ``llr = A * y + B``; :meth:`GaussianModel.designs`
 returns ``(sign, A, B, h, c1, c2)`` rows, recomputed by the monitor every few
@@ -113,13 +114,15 @@ class GaussianModel:
         if clip > 0.0 and self.stats.var > 0.0:
             lim = clip * math.sqrt(self.stats.var)
             y = lim if y > lim else -lim if y < -lim else y
+        first = self.line.empty  # its residual is 0 by construction: no evidence about the scale
         self.line.add(self._forecast[0] + y * self._forecast[1])
         self._forecast[2] = 0.0
-        self.stats.update(y)
+        if not first:
+            self.stats.update(y)
 
-    def after_gap(self) -> bool:
-        """Forget what a gap breaks; True if the baseline must be learnt again (a line's slope
-        counts samples, and cannot be carried over a gap of unknown length)."""
+    def forget_trend(self) -> bool:
+        """Drop a line that cannot be carried on: after a gap (its slope counts samples) or once a
+        shift is accepted (the new slope is unknown). True if the baseline must be learnt again."""
         if self.line is None:
             return False
         self.line.clear()
@@ -214,12 +217,9 @@ class GaussianModel:
         if line is None:
             if sw > 0:
                 self.stats.mean = sy / sw
-        else:
-            if restart:
-                line.restart(self._now + (self._unscaled(sy / sw) if sw > 0 else 0.0))
-            elif sw > 0:
-                line.shift(self._unscaled(sy / sw))
-            self._forecast[2] = 0.0  # the moved line's own leverage from the next sample on
+        else:  # only segmentation restarts a line; an accepted shift forgets it (forget_trend)
+            line.restart(self._now + (self._unscaled(sy / sw) if sw > 0 else 0.0))
+            self._forecast[2] = 0.0  # the new line's own leverage from the next sample on
         if restart:
             self.stats.n = 1
 

@@ -34,8 +34,9 @@ Life of a stream:
    recovery test (a CUSUM for "back halfway to the baseline", same
    calibration) ends the alarm when the metric recovers. If the shift lasts
    ``accept_s`` (event seconds) it is accepted as the new normal: the baseline
-   jumps to the recent level. Either way the monitor watches again and a
-   later shift fires again. With ``accept_s = 0`` (segmentation, e.g. the
+   jumps to the recent level (a trend line, whose new slope is unknown, is
+   learnt again from the next sample, with a warm-up). Either way the monitor
+   watches again and a later shift fires again. With ``accept_s = 0`` (segmentation, e.g. the
    TCPDBench run) every confirmed shift starts a new segment at once: the
    baseline restarts from the excursion's level, is warmed up again, and
    re-learns its scale (the old segment's is no evidence about the new one).
@@ -146,10 +147,8 @@ class MetricMonitor:
             return None
         model = self._model
         gap = last > 0.0 and ts - last > self.spec.max_gap_s
-        if gap and model.after_gap():  # a trend line: learnt again, alarm included
-            self._n, self._alarm = 0, None
-            self._bank, self._designs = [], []
-            self._window.clear()
+        if gap and model.forget_trend():  # a trend line: learnt again, alarm included
+            self._relearn()
         y, w, scale = model.transform(sample.value, sample.count)
         if w <= 0.0:
             return None
@@ -244,6 +243,9 @@ class MetricMonitor:
         if t >= rh:  # recovered: watch again against the old baseline
             self._alarm = None
         elif ts - alarm[0] >= self.spec.accept_s:  # the new normal
+            if self._model.forget_trend():  # a line's new slope is unknown: learn it again
+                self._relearn()
+                return None
             self._model.rebase(alarm[2], alarm[3])
             self._alarm = None
         else:
@@ -280,6 +282,13 @@ class MetricMonitor:
         return Anomaly(ts=ts, service=self.service, metric=self.metric, detector=model.detector,
                        onset_ts=alarm[7], detected_ts=ts, baseline=base, current=mildest,
                        ratio=mildest / base if base != 0.0 else 0.0, score=alarm[9], **extra)
+
+    def _relearn(self) -> None:
+        """Warm up again from the next sample (the model forgot its baseline's trend)."""
+        self._n, self._alarm = 0, None
+        self._bank, self._designs = [], []
+        self._recovery.clear()
+        self._window.clear()
 
     def _calibrate(self) -> None:
         self._since = 0

@@ -201,13 +201,8 @@ class EWLine:
         self._sums = [1.0, 0.0, 0.0, 0.0, 0.0]
         return self
 
-    def shift(self, d: float) -> EWLine:
-        """Move the whole line by ``d`` (an accepted shift: same slope, new level)."""
-        self._ref += d
-        return self
-
     def clear(self) -> EWLine:
-        """Forget every sample (after a gap: the slope per sample does not span it)."""
+        """Forget every sample: the next one added is the line."""
         self._reset()
         return self
 
