@@ -21,8 +21,9 @@ With ``trend_halflife_samples`` the baseline is a local line
 sample's standardised recursive residual against the line's forecast, ``mu``
 is 0 and ``sigma`` the residuals' scale, so the same tests see a change of
 level or of slope, and a steady ramp is normal. While a shift is suspected the
-line stops learning and extrapolates; a confirmed shift restarts it (segmentation) or,
-once accepted as the new normal, makes the monitor learn a new one.
+line stops learning and extrapolates; a confirmed shift restarts it
+(segmentation) or, once accepted as the new normal, makes the monitor learn a
+new one.
 
 Everything is linear in y, ``llr = A * y + B``; :meth:`GaussianModel.designs`
 returns ``(sign, A, B, h, c1, c2)`` rows, recomputed by the monitor every few

@@ -36,10 +36,11 @@ Life of a stream:
    ``accept_s`` (event seconds) it is accepted as the new normal: the baseline
    jumps to the recent level (a trend line, whose new slope is unknown, is
    learnt again from the next sample, with a warm-up). Either way the monitor
-   watches again and a later shift fires again. With ``accept_s = 0`` (segmentation, e.g. the
-   TCPDBench run) every confirmed shift starts a new segment at once: the
-   baseline restarts from the excursion's level, is warmed up again, and
-   re-learns its scale (the old segment's is no evidence about the new one).
+   watches again and a later shift fires again. With ``accept_s = 0``
+   (segmentation, e.g. the TCPDBench run) every confirmed shift starts a new
+   segment at once: the baseline restarts from the excursion's level, is
+   warmed up again, and re-learns its scale (the old segment's is no evidence
+   about the new one).
 
 Input policy:
 
