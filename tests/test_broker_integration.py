@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from backout.cli import cli
 from backout.contracts import decode, encode
+from backout.errors import BackoutError
+from detectors.config import load_config
 from streams import topics
 from streams.admin import AdminClient, create_topics, existing_topics
 from streams.kafka import consumer, flush, messages, producer
+from streams.monitor_stage import MonitorStage
+from streams.telemetry import Telemetry
 from streams.topics import TopicSpec, specs
 from tests.test_contracts import EXAMPLES
 
@@ -71,3 +76,13 @@ def test_ingest_dead_letters_bad_lines_and_keeps_going(kafka, monkeypatch, tmp_p
     mine.sort(key=lambda d: d["offset"])
     assert [d["offset"] for d in mine] == [2, 3]
     assert "field 'value'" in mine[0]["reason"] and mine[1]["reason"].startswith("not JSON")
+
+
+def test_the_metrics_stage_refuses_a_changelog_with_other_partitions(kafka, unique):
+    stage = MonitorStage(f"app-{unique}", 3, kafka, load_config(None), Telemetry(None))
+    stage._create_changelog()  # created compacted, with the metrics topic's partitions; idempotent
+    stage._create_changelog()
+    assert existing_topics(AdminClient(kafka.confluent()))[stage.changelog] == 3
+    other = MonitorStage(f"app-{unique}", 4, kafka, load_config(None), Telemetry(None))
+    with pytest.raises(BackoutError, match=r"has 3 partitions, the metrics stage expects 4 \(BACKOUT_PARTITIONS\)"):
+        other._create_changelog()
