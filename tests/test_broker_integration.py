@@ -6,6 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from confluent_kafka.admin import ConfigResource
 
 from backout.cli import cli
 from backout.contracts import decode, encode
@@ -82,7 +83,10 @@ def test_the_metrics_stage_refuses_a_changelog_with_other_partitions(kafka, uniq
     stage = MonitorStage(f"app-{unique}", 3, kafka, load_config(None), Telemetry(None))
     stage._create_changelog()  # created compacted, with the metrics topic's partitions; idempotent
     stage._create_changelog()
-    assert existing_topics(AdminClient(kafka.confluent()))[stage.changelog] == 3
+    admin = AdminClient(kafka.confluent())
+    assert existing_topics(admin)[stage.changelog] == 3
+    (described,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, stage.changelog)]).values()
+    assert described.result(30)["cleanup.policy"].value == "compact"  # one state per key survives
     other = MonitorStage(f"app-{unique}", 4, kafka, load_config(None), Telemetry(None))
     with pytest.raises(BackoutError, match=r"has 3 partitions, the metrics stage expects 4 \(BACKOUT_PARTITIONS\)"):
         other._create_changelog()
