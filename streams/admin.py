@@ -29,7 +29,8 @@ def create_topics(settings: KafkaSettings, topics: list[TopicSpec], timeout_s: f
         return report
     futures = admin.create_topics(
         [NewTopic(t.name, num_partitions=t.partitions, replication_factor=-1,
-                  config={"retention.ms": str(t.retention_ms)}) for t in wanted],
+                  config={"cleanup.policy": "compact"} if t.compacted else {"retention.ms": str(t.retention_ms)})
+         for t in wanted],
         operation_timeout=timeout_s)
     for name, future in futures.items():
         try:

@@ -52,7 +52,6 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from backout.contracts import Metric, Record, decode, encode
 from backout.errors import BackoutError, ContractError, SampleRejected
@@ -61,8 +60,10 @@ from detectors.config import BackoutConfig
 from detectors.monitor import MetricMonitor
 from detectors.watermark import PartitionClock
 from streams import topics
+from streams.admin import AdminClient, create_topics, existing_topics
 from streams.deadletter import envelope
 from streams.telemetry import Telemetry
+from streams.topics import TopicSpec
 
 log = logging.getLogger("backout.monitor")
 BATCH = 500  # samples per consume call: ~15 ms of detector work, so the decider is never held long
@@ -444,22 +445,12 @@ class MonitorStage:
             reader.close()
 
     def _create_changelog(self) -> None:
-        admin = AdminClient(self.kafka.confluent())
-        existing = admin.list_topics(timeout=30).topics.get(self.changelog)
-        if existing is not None:
-            if len(existing.partitions) != self.partitions:
-                raise BackoutError(f"{self.changelog} has {len(existing.partitions)} partitions, the metrics "
-                                   f"stage expects {self.partitions} (BACKOUT_PARTITIONS): a state would be read "
-                                   "from the wrong partition")
-            return
-        topic = NewTopic(self.changelog, num_partitions=self.partitions, replication_factor=-1,
-                         config={"cleanup.policy": "compact"})
-        for future in admin.create_topics([topic]).values():
-            try:
-                future.result(30)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
+        create_topics(self.kafka, [TopicSpec(self.changelog, self.partitions, -1, compacted=True)], timeout_s=30)
+        count = existing_topics(AdminClient(self.kafka.confluent()), timeout_s=30)[self.changelog]
+        if count != self.partitions:
+            raise BackoutError(f"{self.changelog} has {count} partitions, the metrics stage expects "
+                               f"{self.partitions} (BACKOUT_PARTITIONS): a state would be read from the wrong "
+                               "partition")
 
     # -- event time -------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ DECIDER = "backout.internal.decider"
 class TopicSpec:
     name: str
     partitions: int
-    retention_ms: int
+    retention_ms: int  # ignored when compacted: the last record of each key is kept, whatever its age
+    compacted: bool = False
 
 
 def specs(partitions: int = 8, retention_hours: float = 168.0) -> list[TopicSpec]:
