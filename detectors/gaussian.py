@@ -234,10 +234,10 @@ class GaussianModel:
         """Restore :meth:`to_state`; False (nothing loaded) if it was saved with(out) a line this
         spec does not have: the configuration changed, and the baseline must be learnt again."""
         spec = self.spec
-        if len(state) != (5 if spec.trend_halflife_samples is None else 14):
+        if len(state) != (5 if self.line is None else 14):
             return False
         self.stats = EWStats.from_state(state, spec.baseline_halflife_samples, self.line is not None)
-        if spec.trend_halflife_samples is not None:
+        if self.line is not None and spec.trend_halflife_samples is not None:
             self.line = EWLine.from_state(state[5:11], spec.trend_halflife_samples, spec.trend_slope_t)
             self._forecast = [float(v) for v in state[11:14]]
         return True

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from backout.contracts import Metric
 from backout.errors import DuplicateSample, OutOfOrderSample
+from detectors.gaussian import GaussianModel
 from detectors.monitor import MetricMonitor
 from detectors.spec import DEFAULT_SPECS, MetricSpec, spec_for
 
@@ -140,8 +141,6 @@ def test_an_accepted_change_of_slope_is_reported_once():
 
 
 def test_a_trend_floor_is_in_standardised_residuals():
-    from detectors.gaussian import GaussianModel
-
     spec = MetricSpec(kind="gauge", direction="up", min_ratio=1.2, log_scale=False, trend_halflife_samples=60.0)
     model = GaussianModel(spec)
     for i in range(50):
