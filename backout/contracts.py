@@ -87,6 +87,7 @@ class Decision(Record):
     confidence: float = Field(ge=0, le=1)
     reason: NonEmpty
     evidence: list[dict[str, Any]] = Field(default_factory=list)
+    target: Target | None = None  # the blamed deploy's, so that an executor needs nothing else
 
 
 class Approval(Record):

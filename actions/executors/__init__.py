@@ -1,0 +1,1 @@
+"""Rollback targets behind one interface (:mod:`actions.executors.base`), chosen by ``target.kind``."""

@@ -1,0 +1,77 @@
+"""The formats of the names Backout takes from messages, in one place.
+
+Names arrive from anyone who can produce to a topic and end up in state keys,
+log lines, Kubernetes API paths and command arguments, so each has a format
+and a length, modelled on the system that will receive it:
+
+=============  ===============================================  ======  =========================
+name           characters                                       length  model
+=============  ===============================================  ======  =========================
+service        letters, digits, ``.``, ``_``, ``-``; starts      1-63    a DNS label (RFC 1123),
+               and ends with a letter or digit                           relaxed to case and ``_``
+metric         letters, digits, ``_``, ``:``; not a digit first  1-128   Prometheus metric names
+k8s name       lower-case letters, digits, ``-``, ``.``;         1-253   DNS-1123 subdomain
+               alphanumeric at each end of each label                    (Deployment, Rollout)
+namespace      lower-case letters, digits, ``-``                 1-63    DNS-1123 label
+version        letters, digits, ``_``, ``.``, ``-``; not ``.``   1-128   an OCI image tag
+               or ``-`` first
+image          an OCI repository: ``[host[:port]/]path``,         1-255   the distribution spec's
+               lower-case path components                                reference grammar
+=============  ===============================================  ======  =========================
+
+Nothing here allows a space, a quote, ``$``, ``;``, ``/`` (except between an
+image's path components) or ``..``: a name that passed can go into a path, an
+argument list or a log line as it is.
+
+>>> check("service", "checkout")
+'checkout'
+>>> check("version", "v2.15.1")
+'v2.15.1'
+>>> check("namespace", "../../etc")
+Traceback (most recent call last):
+...
+backout.errors.ContractError: namespace '../../etc' is not a valid namespace: lower-case letters, digits and '-', at most 63, alphanumeric at both ends (a DNS-1123 label)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from backout.errors import ContractError
+
+NameKind = Literal["service", "metric", "k8s_name", "namespace", "version", "image"]
+
+_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+FORMATS: dict[str, tuple[re.Pattern[str], int, str]] = {
+    "service": (re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?"), 63,
+                "letters, digits, '.', '_' and '-', at most 63, a letter or digit at both ends"),
+    "metric": (re.compile(r"[A-Za-z_:][A-Za-z0-9_:]{0,127}"), 128,
+               "letters, digits, '_' and ':', not a digit first, at most 128 (a Prometheus metric name)"),
+    "k8s_name": (re.compile(rf"{_LABEL}(?:\.{_LABEL})*"), 253,
+                 "lower-case letters, digits, '-' and '.', at most 253 (a DNS-1123 subdomain)"),
+    "namespace": (re.compile(_LABEL), 63,
+                  "lower-case letters, digits and '-', at most 63, alphanumeric at both ends "
+                  "(a DNS-1123 label)"),
+    "version": (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"), 128,
+                "letters, digits, '_', '.' and '-', not '.' or '-' first, at most 128 (an OCI image tag)"),
+    "image": (re.compile(r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"
+                         r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"), 255,
+              "an OCI repository such as registry.example.com:5000/shop/checkout, at most 255"),
+}
+
+
+def valid(kind: NameKind, value: object) -> bool:
+    """Whether ``value`` is a string in the format of ``kind``."""
+    pattern, limit, _ = FORMATS[kind]
+    return (isinstance(value, str) and len(value) <= limit and ".." not in value
+            and pattern.fullmatch(value) is not None)
+
+
+def check(kind: NameKind, value: object) -> str:
+    """``value`` if it is a valid ``kind`` name; else :class:`ContractError` naming the rule."""
+    if valid(kind, value):
+        return value  # type: ignore[return-value]  # valid() checked it is a str
+    shown = value if not isinstance(value, str) or len(value) <= 80 else f"{value[:60]}… ({len(value)} chars)"
+    raise ContractError(f"{kind.replace('_', ' ')} {shown!r} is not a valid {kind.replace('_', ' ')}: "
+                        f"{FORMATS[kind][2]}")
