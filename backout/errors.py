@@ -5,7 +5,9 @@
     ├── ConfigError              a configuration file or setting is invalid
     ├── SampleRejected           a valid sample the detectors cannot use
     │   ├── DuplicateSample      same (service, metric, ts) seen already
-    │   └── OutOfOrderSample     older than the newest sample of its stream
+    │   ├── OutOfOrderSample     older than the newest sample of its stream
+    │   ├── FutureSample         far ahead of its partition's event time
+    │   └── LateSample           a new stream's first sample, far behind its partition's event time
     ├── BrokerError              the Kafka broker cannot be started or reached
     └── NotBuiltYet              a CLI command whose feature has not landed
 
@@ -36,6 +38,14 @@ class DuplicateSample(SampleRejected):
 
 class OutOfOrderSample(SampleRejected):
     """A sample older than the newest one of its stream."""
+
+
+class FutureSample(SampleRejected):
+    """A sample stamped more than ``max_future_skew_s`` ahead of its partition's event time."""
+
+
+class LateSample(SampleRejected):
+    """A new stream's sample stamped more than ``max_lateness_s`` behind its partition's event time."""
 
 
 class BrokerError(BackoutError):

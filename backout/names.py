@@ -17,6 +17,12 @@ version        letters, digits, ``_``, ``.``, ``-``; not ``.``   1-128   an OCI 
                or ``-`` first
 image          an OCI repository: ``[host[:port]/]path``,         1-255   the distribution spec's
                lower-case path components                                reference grammar
+id             letters, digits, ``.``, ``_``, ``-``, ``:``,      1-128   deploy and incident ids:
+               ``@``, ``+``; a letter or digit first                     uuids, hashes, ``svc-017``,
+                                                                         ``argo:1a2b``, ``v1+build``
+label          letters, digits, ``_``; not a digit first         1-128   Prometheus label names
+target_kind    lower-case letters, digits, ``_``, ``-``;         1-32    it picks an executor
+               a letter first
 =============  ===============================================  ======  =========================
 
 Nothing here allows a space, a quote, ``$``, ``;``, ``/`` (except between an
@@ -40,7 +46,7 @@ from typing import Literal
 
 from backout.errors import ContractError
 
-NameKind = Literal["service", "metric", "k8s_name", "namespace", "version", "image"]
+NameKind = Literal["service", "metric", "k8s_name", "namespace", "version", "image", "id", "label", "target_kind"]
 
 _LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
 FORMATS: dict[str, tuple[re.Pattern[str], int, str]] = {
@@ -58,6 +64,12 @@ FORMATS: dict[str, tuple[re.Pattern[str], int, str]] = {
     "image": (re.compile(r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"
                          r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"), 255,
               "an OCI repository such as registry.example.com:5000/shop/checkout, at most 255"),
+    "id": (re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}"), 128,
+           "letters, digits, '.', '_', '-', ':', '@' and '+', a letter or digit first, at most 128"),
+    "label": (re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}"), 128,
+              "letters, digits and '_', not a digit first, at most 128 (a Prometheus label name)"),
+    "target_kind": (re.compile(r"[a-z][a-z0-9_-]{0,31}"), 32,
+                    "lower-case letters, digits, '_' and '-', a letter first, at most 32"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import uuid
@@ -9,12 +10,12 @@ from typing import IO
 
 import click
 
-from backout.contracts import Deploy, Target, decode
+from backout.contracts import Deploy, decode
 from backout.errors import ContractError
 from backout.settings import KafkaSettings
 from streams import topics
 from streams.deadletter import envelope
-from streams.kafka import flush, producer, publish
+from streams.kafka import flush, producer
 from streams.replay import INPUT_TOPICS, publish_inputs
 
 
@@ -24,8 +25,10 @@ def ingest(source: IO[str]) -> None:
     """Publish metric and deploy records from SOURCE (JSON Lines, '-' for stdin) to their topics.
 
     Metrics go to backout.metrics and deploys to backout.deploys, keyed by
-    service. A line that is not a valid metric or deploy record is reported on
-    stderr with its line number and published to backout.deadletter.
+    service and stamped with their event time (ts), so that an old file is
+    replayed as it happened. A line that is not a valid metric or deploy
+    record is reported on stderr with its line number and published to
+    backout.deadletter.
     """
     prod = producer(KafkaSettings())
     counts = {"metric": 0, "deploy": 0, "bad": 0}
@@ -63,15 +66,13 @@ def ingest(source: IO[str]) -> None:
 def deploy_event(service: str, version: str, previous_version: str | None, deploy_id: str | None,
                  status: str, ts: float | None, target_kind: str | None, target_opt: tuple[str, ...]) -> None:
     """Publish one deployment event to backout.deploys (for CD pipelines and scripts)."""
-    target = None
-    if target_kind:
-        options = dict(_key_value(opt) for opt in target_opt)
-        target = Target(kind=target_kind, **options)
-    record = Deploy(ts=ts or time.time(), service=service, deploy_id=deploy_id or f"d-{uuid.uuid4().hex[:12]}",
-                    version=version, previous_version=previous_version, status=status,  # type: ignore[arg-type]
-                    target=target)
+    target = {"kind": target_kind, **dict(_key_value(opt) for opt in target_opt)} if target_kind else None
+    fields = {"type": "deploy", "ts": ts or time.time(), "service": service, "version": version,
+              "deploy_id": deploy_id or f"d-{uuid.uuid4().hex[:12]}", "previous_version": previous_version,
+              "status": status, "target": target}
+    record = decode(json.dumps(fields), expect=Deploy)  # the topic's own checks, as one red line
     prod = producer(KafkaSettings())
-    publish(prod, topics.DEPLOYS, [record])
+    publish_inputs(prod, [record])
     flush(prod)
     sys.stdout.write(record.model_dump_json() + "\n")
 

@@ -45,6 +45,7 @@ from functools import partial
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -232,7 +233,7 @@ class MonitorStage:
 
     def _sample(self, msg: Message, owned: _Partition, partition: int, offset: int) -> None:
         try:
-            sample = decode(msg.value() or b"", expect=Metric)
+            sample = decode(msg.value(), expect=Metric)
             spec = self.config.spec_for(sample.metric)
             if spec is None:
                 raise SampleRejected(f"unknown metric {sample.metric!r}: not in the configuration")
@@ -245,6 +246,10 @@ class MonitorStage:
             return
         try:
             monitor = owned.monitors.get(key)
+            kind, broker_ms = msg.timestamp()
+            owned.clock.admit(sample.ts, sample.service, sample.metric,
+                              new_stream=monitor is None and key not in owned.saved,
+                              reference_ts=broker_ms / 1000 if kind != TIMESTAMP_NOT_AVAILABLE else None)
             if monitor is None:
                 saved = owned.saved.get(key)
                 monitor = (MetricMonitor(sample.service, sample.metric, spec) if saved is None
@@ -391,8 +396,10 @@ class MonitorStage:
                 raise BackoutError("records still unsent at shutdown")
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        owned = {tp.partition: _Partition(PartitionClock(tp.partition, self.config.watermark_interval_s,
-                                                         self.partitions)) for tp in partitions}
+        config = self.config
+        owned = {tp.partition: _Partition(PartitionClock(tp.partition, config.watermark_interval_s, self.partitions,
+                                                         config.max_future_skew_s, config.max_lateness_s))
+                 for tp in partitions}
         self._restore(owned)
         self._owned.update(owned)
         log.info("metrics partitions now %s", self.assigned())

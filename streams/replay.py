@@ -1,4 +1,5 @@
-"""Publishing input records (metrics and deploys) to their topics, at once or paced in event time."""
+"""Publishing input records (metrics and deploys) to their topics, at once or paced in event time,
+stamped with their event time."""
 
 from __future__ import annotations
 
@@ -7,18 +8,30 @@ from collections.abc import Callable, Iterable
 
 from confluent_kafka import Producer
 
-from backout.contracts import Deploy, Metric
+from backout.contracts import Deploy, Metric, encode
 from streams import topics
-from streams.kafka import publish
 
 INPUT_TOPICS = {"metric": topics.METRICS, "deploy": topics.DEPLOYS}
 
 
 def publish_inputs(prod: Producer, records: Iterable[Metric | Deploy]) -> int:
-    """Send each record to its input topic, keyed by service, in the given order."""
+    """Send each record to its input topic, keyed by service, in the given order.
+
+    Each record's Kafka timestamp is its event time: the metrics stage measures
+    the first sample of a partition against it, so that records replayed from
+    an old file stay as valid as they were when they were new.
+    """
     sent = 0
     for record in records:
-        sent += publish(prod, INPUT_TOPICS[record.type], [record])
+        value, key, timestamp_ms = encode(record), record.service.encode(), round(record.ts * 1000)
+        while True:
+            try:
+                prod.produce(INPUT_TOPICS[record.type], value, key=key, timestamp=timestamp_ms)
+                break
+            except BufferError:  # local queue full: let it drain
+                prod.poll(0.1)
+        prod.poll(0)
+        sent += 1
     return sent
 
 
