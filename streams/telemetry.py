@@ -34,6 +34,8 @@ class Telemetry:
                                 "(too large, not authorised)", ["topic"], registry=self.registry)
         self.dead_letters = Counter("backout_dead_letters", "Records sent to the dead letter topic", ["topic"],
                                     registry=self.registry)
+        self.waits = Counter("backout_producer_buffer_waits", "Times a send waited for a full local producer "
+                             "queue to drain (back-pressure)", registry=self.registry)
         self.samples_per_s = Gauge("backout_samples_per_second", "Metric samples consumed per second since "
                                    "the previous scrape", registry=self.registry)
         self.lag = Gauge("backout_consumer_lag", "Records behind the partition's high watermark",
@@ -41,7 +43,6 @@ class Telemetry:
         self._positions: dict[tuple[str, int], int] = {}
         self._highwaters: dict[tuple[str, int], int] = {}
         self._lag_lock = threading.Lock()
-        self._last_sample: dict[int, float] = {}  # metrics partition -> monotonic time of its last record
         self._samples = 0
         self._last_scrape = (time.monotonic(), 0)
 
@@ -51,11 +52,6 @@ class Telemetry:
         self._positions[(topic, partition)] = next_offset
         if topic == topics.METRICS:
             self._samples += count
-            self._last_sample[partition] = time.monotonic()
-
-    def last_consumed(self, partition: int, default: float) -> float:
-        """When a record of this metrics partition was last consumed (first asked: ``default``)."""
-        return self._last_sample.setdefault(partition, default)
 
     def highwater(self, topic: str, partition: int, offset: int) -> None:
         """The end of a partition read outside Faust (the metrics stage), for the lag gauge."""
@@ -73,6 +69,9 @@ class Telemetry:
 
     def refused(self, topic: str) -> None:
         self.refusals.labels(topic).inc()
+
+    def backpressure(self) -> None:
+        self.waits.inc()
 
     def anomaly(self, anomaly: Anomaly) -> None:
         self.anomalies.labels(anomaly.metric).inc()

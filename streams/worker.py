@@ -2,7 +2,7 @@
 
 Two stages, the same parts as the backtest (:class:`detectors.engine.Engine`):
 
-* the metrics stage (:mod:`streams.monitor_stage`) — metric samples
+* the metrics stage (:mod:`streams.metrics_stage`, on the keyed-state runtime :mod:`streams.runtime`) — metric samples
   (partitioned by service) through one :class:`~detectors.monitor.MetricMonitor`
   per (service, metric), read in batches with confluent-kafka in a thread of
   its own, state checkpointed to a compacted changelog. Anomalies go to
@@ -34,7 +34,7 @@ from backout.settings import KafkaSettings
 from detectors.config import BackoutConfig, load_config
 from detectors.decider import Decider
 from streams import topics
-from streams.monitor_stage import MonitorStage
+from streams.metrics_stage import metrics_consumer
 from streams.telemetry import Telemetry, published_incidents
 
 log = logging.getLogger("backout.worker")
@@ -77,8 +77,8 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
     live_decider: Decider | None = None  # the decider table's state, unpacked; forgotten at every rebalance
     decider_table = app.Table("decider", default=None, partitions=1)
     telemetry = Telemetry(app)
-    stage = MonitorStage(settings.app_id, settings.partitions, kafka, config, telemetry,
-                         checkpoint_s=settings.checkpoint_s, idle_after_s=settings.idle_after_s)
+    stage = metrics_consumer(settings.app_id, settings.partitions, kafka, config, telemetry,
+                             checkpoint_s=settings.checkpoint_s, idle_after_s=settings.idle_after_s)
     published: set[tuple[str, str]] | None = None  # (incident id, action) already on backout.actions
 
     async def send(record: Record, topic: str, wait: bool = False) -> None:
