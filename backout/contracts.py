@@ -31,7 +31,9 @@ backout.errors.ContractError: invalid metric record: field 'value': got '0.01', 
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -60,6 +62,8 @@ MAX_LINE_CHARS = 256  # a one-line free text: who approved
 MAX_TEXT_CHARS = 4096  # a sentence for humans: reasons, alert texts, details
 MAX_ITEMS = 64  # evidence entries, links, metrics of a verification
 MAX_DEPTH = 16  # nesting of JSON inside a field (evidence, extras): deeper cannot be encoded again
+MAX_SOURCE_CHARS = 1024  # a dead letter's source: a topic, or file:<path>
+DEAD_LETTER_KEEP_BYTES = 8 * 1024  # of a bad record, kept in its dead letter: escaped, still under MAX_RECORD_BYTES
 
 Severity = Literal["info", "warning", "critical"]
 DeployStatus = Literal["started", "finished", "failed", "rolled_back"]
@@ -251,12 +255,63 @@ class Watermark(Record):
     idle: Flag = False
 
 
+class DeadLetter(Record):
+    """A record that could not be used, byte for byte, where it came from, and why.
+
+    ``ts`` is when it was refused (the broker timestamp of the bad record when it
+    has one). ``id`` is stable for one source record (its topic, partition and
+    offset, or its file and line): dead letters are published at least once, and
+    a consumer dedupes on ``id``.
+    """
+
+    type: Literal["deadletter"] = "deadletter"
+    id: Annotated[str, Strict(), Field(min_length=1, max_length=2 * MAX_SOURCE_CHARS)]
+    reason: Text
+    topic: Annotated[str, Strict(), Field(max_length=MAX_SOURCE_CHARS)]
+    partition: Count = Field(ge=-1)
+    offset: Count
+    value: Annotated[str, Strict(), Field(max_length=2 * DEAD_LETTER_KEEP_BYTES)]  # base64 is 4/3 of the bytes
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+    truncated_from_bytes: Count | None = None
+
+
+def dead_letter(raw: bytes | None, reason: str, topic: str, partition: int, offset: int, ts: float) -> DeadLetter:
+    """The dead letter of ``raw``, read from ``topic[partition]`` at ``offset`` (a file: its name
+    and line number, partition -1), refused at ``ts`` for ``reason``.
+
+    Whatever came in, the result is a valid record of at most :data:`MAX_RECORD_BYTES`: the
+    value is cut to :data:`DEAD_LETTER_KEEP_BYTES` and kept as text unless base64 is shorter
+    (control characters, binary), the reason is cut to a text's length, and a ``ts`` that is
+    not a plausible event time (a producer's clock) becomes the time of refusal.
+
+    >>> letter = dead_letter(b"{oops", "not JSON", "backout.metrics", 2, 17, 1.5)
+    >>> letter.id, letter.value, letter.encoding
+    ('dl-backout.metrics-2-17', '{oops', 'utf-8')
+    """
+    data = raw or b""
+    size = len(data)
+    data = data[:DEAD_LETTER_KEEP_BYTES]
+    value, encoding = base64.b64encode(data).decode(), "base64"
+    try:
+        text = data.decode()
+        if len(json.dumps(text, ensure_ascii=False).encode()) <= len(value):  # not mostly escapes
+            value, encoding = text, "utf-8"
+    except UnicodeDecodeError:
+        pass
+    topic = topic[:MAX_SOURCE_CHARS]
+    return DeadLetter(ts=ts if 0 < ts < MAX_TS else time.time(), id=f"dl-{topic}-{partition}-{offset}",
+                      reason=reason[:MAX_TEXT_CHARS] or "no reason given", topic=topic, partition=partition,
+                      offset=offset, value=value, encoding=encoding,  # type: ignore[arg-type]
+                      truncated_from_bytes=size if size > DEAD_LETTER_KEEP_BYTES else None)
+
+
 AnyRecord = Annotated[
-    Metric | Deploy | Anomaly | Decision | Approval | Verification | Alert | Watermark,
+    Metric | Deploy | Anomaly | Decision | Approval | Verification | Alert | Watermark | DeadLetter,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyRecord)
-RECORD_TYPES = ("metric", "deploy", "anomaly", "decision", "approval", "verification", "alert", "watermark")
+RECORD_TYPES = ("metric", "deploy", "anomaly", "decision", "approval", "verification", "alert", "watermark",
+                "deadletter")
 
 
 def encode(record: Record) -> bytes:

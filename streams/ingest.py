@@ -10,12 +10,11 @@ from typing import IO
 
 import click
 
-from backout.contracts import Deploy, decode
+from backout.contracts import Deploy, dead_letter, decode, encode
 from backout.errors import ContractError
 from backout.settings import KafkaSettings
 from streams import topics
-from streams.deadletter import envelope
-from streams.kafka import flush, producer
+from streams.kafka import publish, sender
 from streams.replay import INPUT_TOPICS, publish_inputs
 
 
@@ -30,7 +29,7 @@ def ingest(source: IO[str]) -> None:
     record is reported on stderr with its line number and published to
     backout.deadletter.
     """
-    prod = producer(KafkaSettings())
+    out = sender(KafkaSettings())
     counts = {"metric": 0, "deploy": 0, "bad": 0}
     for number, line in enumerate(source, start=1):
         if not line.strip():
@@ -42,12 +41,12 @@ def ingest(source: IO[str]) -> None:
         except ContractError as exc:
             counts["bad"] += 1
             click.echo(f"line {number}: {exc}", err=True)
-            prod.produce(topics.DEADLETTER, envelope(line.encode(), str(exc), f"file:{source.name}", -1,
-                                                     number, time.time()))
+            out.send(topics.DEADLETTER, encode(dead_letter(line.encode(), str(exc), f"file:{source.name}", -1,
+                                                           number, time.time())))
             continue
-        publish_inputs(prod, [record])
+        publish_inputs(out, [record])
         counts[record.type] += 1
-    flush(prod)
+    out.flush(30)
     click.echo(f"published {counts['metric']} metrics, {counts['deploy']} deploys; "
                f"{counts['bad']} bad lines dead-lettered", err=True)
 
@@ -71,9 +70,9 @@ def deploy_event(service: str, version: str, previous_version: str | None, deplo
               "deploy_id": deploy_id or f"d-{uuid.uuid4().hex[:12]}", "previous_version": previous_version,
               "status": status, "target": target}
     record = decode(json.dumps(fields), expect=Deploy)  # the topic's own checks, as one red line
-    prod = producer(KafkaSettings())
-    publish_inputs(prod, [record])
-    flush(prod)
+    out = sender(KafkaSettings())
+    publish(out, topics.DEPLOYS, [record])
+    out.flush(30)
     sys.stdout.write(record.model_dump_json() + "\n")
 
 
