@@ -241,7 +241,7 @@ class Alert(Record):
 class Watermark(Record):
     """Internal: stream ``partition`` of the metrics topic has reached event time ``ts``.
 
-    ``services`` is how many services that partition has seen, so that the
+    ``services`` is how many services that partition has seen past their warm-up, so that the
     decider knows how many services exist when it asks "did every service shift?".
     ``partitions`` is how many partitions the metrics topic has (the decider
     waits for all of them); ``idle`` says the partition has gone quiet and
@@ -375,8 +375,9 @@ def _within(value: dict[str, Any] | list[Any], depth: int) -> bool:
 
 
 def _describe(kind: str, exc: ValidationError) -> str:
+    errors = exc.errors()
     parts = []
-    for err in exc.errors():
+    for err in errors[:5]:
         loc = [_cut(str(p)) for p in err["loc"]]
         if loc and loc[0] == kind:  # the discriminator's own level
             loc = loc[1:]
@@ -388,7 +389,8 @@ def _describe(kind: str, exc: ValidationError) -> str:
             got = "missing" if err["type"] == "missing" else f"got {_shown(err['input'])}"
         field = ".".join(loc) or "<record>"
         parts.append(f"field '{field}': {got}, expected {_expected(err)}")
-    return f"invalid {kind} record: " + "; ".join(parts)
+    more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+    return f"invalid {kind} record: " + "; ".join(parts) + more
 
 
 def _cut(name: str) -> str:

@@ -55,7 +55,9 @@ class Engine:
         if anomaly is not None:
             out.append(anomaly)
             out += self.decider.handle(anomaly)
-        mark = self._clock.observe(record.ts, record.service)
+        if monitor.warmed_up:
+            self._clock.establish(record.service)
+        mark = self._clock.observe(record.ts)
         if mark is not None:
             out += self.decider.handle(mark)
         return out

@@ -22,11 +22,15 @@ more than ``max_future_skew_s`` ahead of its partition's event time is
 refused (:class:`~backout.errors.FutureSample`), and so is the first sample of
 a new stream more than ``max_lateness_s`` behind it
 (:class:`~backout.errors.LateSample`); only accepted samples move the
-partition's time (:meth:`PartitionClock.observe`). A partition with no sample
-yet is measured against the reference the caller gives: the live stage passes
-the record's Kafka timestamp; the backtest passes none, and its first sample
-sets the time, as the live stage's does with the records of ``backout
-ingest``, which are stamped with their own event time.
+partition's time (:meth:`PartitionClock.observe`). The first sample of a
+partition has no event time to be measured against; the live stage gives the
+record's Kafka timestamp instead, and a first sample more than
+``max_future_skew_s`` ahead of it is refused (one behind it is not: a replay
+of old data by a producer that does not stamp its records is still read).
+The backtest has no Kafka timestamps: its first sample sets the time, as the
+live stage's first sample does for the records of ``backout ingest`` and
+``backout demo``, which are stamped with their own event time, so the two
+agree on the same file.
 
 Event time can still jump when every stream does (an outage of the exporters
 longer than the skew): a jump is taken once it is *corroborated*, when the
@@ -36,14 +40,14 @@ seen only this service, of another of its streams), agrees with it within
 cannot move the time; after a real gap the partition loses one sample.
 
 >>> clock = PartitionClock(partition=0, interval_s=10, partitions=2)
->>> [w.ts for w in map(clock.observe, [100.0, 105.0, 111.0, 112.0], "abab") if w]
+>>> [w.ts for w in map(clock.observe, [100.0, 105.0, 111.0, 112.0]) if w]
 [100.0, 111.0]
 >>> clock = PartitionClock(partition=0, interval_s=10)
->>> clock.observe(1000.0, "a") and None
+>>> clock.establish("a"); clock.observe(1000.0) and None
 >>> clock.admit(5000.0, "b", "error_rate", new_stream=True)
 Traceback (most recent call last):
 ...
-backout.errors.FutureSample: sample of b/error_rate at ts 5000.0 (1970-01-01 01:23:20 UTC) is 4000 s ahead of partition 0's event time 1000.0 (1970-01-01 00:16:40 UTC): more than max_future_skew_s = 600 s (the time jumps that far only when a sample of another service agrees next)
+backout.errors.FutureSample: sample of b/error_rate at ts 5000.0 (1970-01-01 01:23:20 UTC) is 4000 s ahead of partition 0's event time 1000.0 (1970-01-01 00:16:40 UTC): more than max_future_skew_s = 600 s (event time jumps that far only when the next sample, of another service, agrees)
 >>> clock.admit(5010.0, "a", "error_rate", new_stream=False)  # another service agrees: the jump is real
 >>> events = EventClock()
 >>> events.advance(Watermark(ts=100.0, partition=0, partitions=2))  # partition 1 not heard of yet
@@ -88,32 +92,41 @@ class PartitionClock:
     def admit(self, ts: float, service: str, metric: str, new_stream: bool, reference_ts: float | None = None) -> None:
         """Raise :class:`FutureSample` or :class:`LateSample` for a sample that would move event time alone.
 
-        ``new_stream``: the partition has no state for (service, metric).
-        ``reference_ts`` stands for the partition's event time until it has one.
+        ``new_stream``: the partition has no state for (service, metric). ``reference_ts``
+        (a Kafka timestamp) bounds how far ahead the first sample of a partition may be.
         """
-        now = self._max_ts or reference_ts
-        if not now:
-            return
-        against = (f"partition {self.partition}'s event time" if self._max_ts
-                   else f"its Kafka timestamp (partition {self.partition} has no sample yet)")
+        now = self._max_ts
+        if now:
+            against = f"partition {self.partition}'s event time"
+        elif reference_ts:
+            now, against = reference_ts, f"its Kafka timestamp (partition {self.partition} has no sample yet)"
+        else:
+            return  # nothing to measure against: this sample sets the partition's time
         if ts > now + self.max_future_skew_s:
             ahead, self._ahead = self._ahead, (service, metric, ts)
             if ahead is not None and abs(ts - ahead[2]) <= self.max_future_skew_s and ahead != self._ahead and (
                     ahead[0] != service or self._services <= {service}):
-                return
+                return  # corroborated: every stream moved on (an outage of the exporters)
             raise FutureSample(f"sample of {service}/{metric} at ts {ts!r} ({_utc(ts)}) is {ts - now:.0f} s ahead of "
                                f"{against} {now!r} ({_utc(now)}): more than max_future_skew_s = "
-                               f"{self.max_future_skew_s:g} s (the time jumps that far only when a sample of another "
-                               "service agrees next)")
-        if new_stream and ts < now - self.max_lateness_s:
+                               f"{self.max_future_skew_s:g} s (event time jumps that far only when the next sample, "
+                               "of another service, agrees)")
+        if new_stream and self._max_ts and ts < now - self.max_lateness_s:
             raise LateSample(f"first sample of {service}/{metric} at ts {ts!r} ({_utc(ts)}) is {now - ts:.0f} s behind "
                              f"{against} {now!r} ({_utc(now)}): a new stream may start at most max_lateness_s = "
                              f"{self.max_lateness_s:g} s behind")
 
-    def observe(self, ts: float, service: str) -> Watermark | None:
+    def establish(self, service: str) -> None:
+        """``service`` has a stream past its warm-up: it counts in the watermark's ``services``.
+
+        A name that sent a sample or two (a typo, a flood of invented ones) is not a service
+        that could have shifted, and must not dilute "did most services shift?".
+        """
+        self._services.add(service)
+
+    def observe(self, ts: float) -> Watermark | None:
         """Note one accepted sample; return a watermark when the partition moved ``interval_s`` on."""
         self._ahead = None
-        self._services.add(service)
         self._max_ts = max(self._max_ts, ts)
         if self._max_ts - self._emitted_ts < self.interval_s:
             return None

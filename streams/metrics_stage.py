@@ -8,7 +8,9 @@ watermark (:class:`~detectors.watermark.PartitionClock`) goes to the decider
 topic after the samples that moved it, and when the partition goes idle. A
 sample far from its partition's event time (or, before the partition has
 one, from its own Kafka timestamp) is refused by the clock before its monitor
-sees it.
+sees it. A sample whose Kafka key is not its service is refused too: read on
+another service's partition, its stream's state would be split between
+workers.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backout.contracts import Metric, decode
-from backout.errors import SampleRejected
+from backout.errors import ContractError, SampleRejected
 from backout.settings import KafkaSettings
 from detectors.config import BackoutConfig
 from detectors.monitor import MetricMonitor
@@ -27,6 +29,7 @@ from detectors.spec import MetricSpec
 from detectors.watermark import PartitionClock
 from streams import topics
 from streams.runtime.keyed import Clients, KeyedConsumer, Output, Settings, Source, Telemetry
+from streams.runtime.store import StateStore
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,10 @@ class MetricsStage:
 
     def read(self, value: bytes | None, source: Source) -> tuple[bytes, Received]:
         sample: Metric = decode(value, expect=Metric)
+        if source.key != sample.service.encode():  # on another service's partition its state would split
+            raise ContractError(f"Kafka key: got {_key(source.key)}, expected the record's service "
+                                f"{sample.service!r} ({topics.METRICS} is partitioned by service: produce with "
+                                "key=service)")
         _spec(self.config, sample.metric)
         return f"{sample.service}\x1f{sample.metric}".encode(), Received(sample, source.partition, source.timestamp_s)
 
@@ -60,6 +67,8 @@ class MetricsStage:
         if monitor is None:
             monitor = MetricMonitor(sample.service, sample.metric, _spec(self.config, sample.metric))
         anomaly = monitor.update(sample)  # DuplicateSample / OutOfOrderSample: refused, state untouched
+        if monitor.warmed_up:
+            self._clocks[received.partition].establish(sample.service)
         if anomaly is None:
             return monitor, []
         self.telemetry.anomaly(anomaly)
@@ -73,8 +82,7 @@ class MetricsStage:
         return MetricMonitor.from_state(json.loads(raw), _spec(self.config, metric))
 
     def after(self, partition: int, received: Received) -> list[Output]:
-        sample = received.sample
-        mark = self._clocks[partition].observe(sample.ts, sample.service)
+        mark = self._clocks[partition].observe(received.sample.ts)
         return [] if mark is None else [(topics.DECIDER, mark)]
 
     def idle(self, partition: int) -> list[Output]:
@@ -91,6 +99,12 @@ class MetricsStage:
             self._clocks.pop(partition, None)
 
 
+def _key(key: bytes | None) -> str:
+    if key is None:
+        return "none"
+    return repr(key) if len(key) <= 80 else f"{key[:60]!r}… ({len(key)} bytes)"
+
+
 def _spec(config: BackoutConfig, metric: str) -> MetricSpec:
     spec = config.spec_for(metric)
     if spec is None:
@@ -100,8 +114,11 @@ def _spec(config: BackoutConfig, metric: str) -> MetricSpec:
 
 def metrics_consumer(app_id: str, partitions: int, kafka: KafkaSettings, config: BackoutConfig,
                      telemetry: Telemetry, checkpoint_s: float = 5.0, idle_after_s: float = 10.0,
-                     clients: Clients | None = None) -> KeyedConsumer:
+                     state_ttl_s: float = 900.0, max_keys: int = 50_000, clients: Clients | None = None,
+                     store: StateStore | None = None) -> KeyedConsumer:
     """The metrics stage on the runtime, in the consumer group ``<app id>-monitor``."""
     settings = Settings(topic=topics.METRICS, group=f"{app_id}-monitor", changelog=f"{app_id}-monitors-changelog",
-                        partitions=partitions, checkpoint_s=checkpoint_s, idle_after_s=idle_after_s)
-    return KeyedConsumer(MetricsStage(config, partitions, telemetry), settings, clients or Clients(kafka), telemetry)
+                        partitions=partitions, checkpoint_s=checkpoint_s, idle_after_s=idle_after_s,
+                        state_ttl_s=state_ttl_s, max_keys=max_keys)
+    return KeyedConsumer(MetricsStage(config, partitions, telemetry), settings, clients or Clients(kafka), telemetry,
+                         store)

@@ -36,6 +36,13 @@ class Telemetry:
                                     registry=self.registry)
         self.waits = Counter("backout_producer_buffer_waits", "Times a send waited for a full local producer "
                              "queue to drain (back-pressure)", registry=self.registry)
+        self.live_states = Gauge("backout_live_states", "Keyed states held in memory (at most max_keys)", ["topic"],
+                                 registry=self.registry)
+        self.evictions = Counter("backout_states_evicted", "States that left memory after state_ttl_s without a "
+                                 "record (kept on the changelog and in the local store)", ["topic"],
+                                 registry=self.registry)
+        self.capped = Counter("backout_state_cap_refusals", "Records dead-lettered because the stage held "
+                              "max_keys states and not theirs", ["topic"], registry=self.registry)
         self.samples_per_s = Gauge("backout_samples_per_second", "Metric samples consumed per second since "
                                    "the previous scrape", registry=self.registry)
         self.lag = Gauge("backout_consumer_lag", "Records behind the partition's high watermark",
@@ -72,6 +79,13 @@ class Telemetry:
 
     def backpressure(self) -> None:
         self.waits.inc()
+
+    def states(self, topic: str, live: int, evicted: int = 0, capped: int = 0) -> None:
+        self.live_states.labels(topic).set(live)
+        if evicted:
+            self.evictions.labels(topic).inc(evicted)
+        if capped:
+            self.capped.labels(topic).inc(capped)
 
     def anomaly(self, anomaly: Anomaly) -> None:
         self.anomalies.labels(anomaly.metric).inc()

@@ -35,6 +35,7 @@ from detectors.config import BackoutConfig, load_config
 from detectors.decider import Decider
 from streams import topics
 from streams.metrics_stage import metrics_consumer
+from streams.runtime.store import StateStore
 from streams.telemetry import Telemetry, published_incidents
 
 log = logging.getLogger("backout.worker")
@@ -54,6 +55,8 @@ class WorkerSettings(BaseSettings):
     config: str | None = None
     idle_after_s: float = 10.0  # a caught-up metrics partition this long without a sample is declared idle
     checkpoint_s: float = 5.0  # how often the metrics stage writes changed monitor states (and commits)
+    state_ttl_s: float = 900.0  # a (service, metric) this long without a sample leaves memory (not the changelog)
+    max_keys: int = 50_000  # monitors held in memory at most; samples of other streams are dead-lettered
 
 
 def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutConfig) -> faust.App:
@@ -78,7 +81,10 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
     decider_table = app.Table("decider", default=None, partitions=1)
     telemetry = Telemetry(app)
     stage = metrics_consumer(settings.app_id, settings.partitions, kafka, config, telemetry,
-                             checkpoint_s=settings.checkpoint_s, idle_after_s=settings.idle_after_s)
+                             checkpoint_s=settings.checkpoint_s, idle_after_s=settings.idle_after_s,
+                             state_ttl_s=settings.state_ttl_s, max_keys=settings.max_keys,
+                             store=StateStore(Path(settings.data_dir) / f"{settings.app_id}-monitors.sqlite"))
+    count_buffer_waits(telemetry)
     published: set[tuple[str, str]] | None = None  # (incident id, action) already on backout.actions
 
     async def send(record: Record, topic: str, wait: bool = False) -> None:
@@ -171,11 +177,17 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
+        """200 once the worker owns its partitions and has read their states back; 503 before
+        that and during a rebalance (a load balancer or orchestrator waits)."""
         assigned: dict[str, list[int]] = {topics.METRICS: stage.assigned()}
         for tp in app.consumer.assignment():
             assigned.setdefault(tp.topic, []).append(tp.partition)
-        return web.json({"status": "ok", "app": settings.app_id,
-                         "assigned": {t: sorted(ps) for t, ps in sorted(assigned.items())}})
+        ready = (stage.ready and app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+                 and not app.rebalancing
+                 and not app.in_recovery)
+        return web.json({"status": "ok" if ready else "starting", "app": settings.app_id,
+                         "assigned": {t: sorted(ps) for t, ps in sorted(assigned.items())}},
+                        status=200 if ready else 503)
 
     return app
 
@@ -227,6 +239,18 @@ def _short_fetch_wait() -> None:
 
     create_worker_consumer.backout = True  # type: ignore[attr-defined]
     driver.AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+
+
+def count_buffer_waits(telemetry: Telemetry) -> None:
+    """Faust logs a warning for every event that finds its producer buffer full (an ordinary burst
+    of table writes): count them on /metrics (backout_producer_buffer_waits) instead."""
+    def count(record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("producer buffer full"):
+            telemetry.backpressure()
+            return False
+        return True
+
+    logging.getLogger("faust.transport.producer").addFilter(count)
 
 
 class _Worker(faust.Worker):
