@@ -37,7 +37,8 @@ longer than the skew): a jump is taken once it is *corroborated*, when the
 sample refused just before, of another service (or, on a partition that has
 seen only this service, of another of its streams), agrees with it within
 ``max_future_skew_s``. A single record, or a service alone among others,
-cannot move the time; after a real gap the partition loses one sample.
+cannot move the time; after a real outage the first service to speak again
+loses that round of samples.
 
 >>> clock = PartitionClock(partition=0, interval_s=10, partitions=2)
 >>> [w.ts for w in map(clock.observe, [100.0, 105.0, 111.0, 112.0]) if w]
