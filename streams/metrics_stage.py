@@ -114,7 +114,7 @@ def _spec(config: BackoutConfig, metric: str) -> MetricSpec:
 
 def metrics_consumer(app_id: str, partitions: int, kafka: KafkaSettings, config: BackoutConfig,
                      telemetry: Telemetry, checkpoint_s: float = 5.0, idle_after_s: float = 10.0,
-                     state_ttl_s: float = 900.0, max_keys: int = 50_000, clients: Clients | None = None,
+                     state_ttl_s: float = 900.0, max_keys: int = 20_000, clients: Clients | None = None,
                      store: StateStore | None = None) -> KeyedConsumer:
     """The metrics stage on the runtime, in the consumer group ``<app id>-monitor``."""
     settings = Settings(topic=topics.METRICS, group=f"{app_id}-monitor", changelog=f"{app_id}-monitors-changelog",

@@ -5,8 +5,6 @@ in test_hostile_integration.py."""
 
 from __future__ import annotations
 
-import pytest
-
 from backout.contracts import Deploy, Metric, decode, encode
 from backout.errors import ContractError, SampleRejected
 from detectors.config import BackoutConfig

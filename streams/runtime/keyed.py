@@ -159,7 +159,7 @@ class Settings:
     saves: int = 500  # states written per loop at most: the same order of work
     commit_s: float = 1.0
     state_ttl_s: float = 900.0  # a key this long without a record leaves memory (wall seconds)
-    max_keys: int = 50_000  # states held in memory at most; a record of another key is dead-lettered
+    max_keys: int = 20_000  # states held in memory at most; a record of another key is dead-lettered
     cap_alert_s: float = 300.0  # at most one alert this often while the cap refuses keys
 
 
