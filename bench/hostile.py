@@ -10,7 +10,8 @@ interleaved with its second sixth. Measured from the worker itself (``/proc``, `
   name's monitor has seen one sample); ``warm_bytes_per_key``: a warmed-up monitor's size,
   measured in this process with tracemalloc (the worst case for a state held);
 * ``rss_mb`` before the flood, after it, and the peak (``VmHWM``), against the documented cap
-  ``rss_before + max_keys × warm_bytes_per_key``;
+  ``rss_before + max_keys × warm_bytes_per_key`` plus the bounded buffers (the producer's queue,
+  ``PRODUCER_QUEUE_KIB``, and SQLite's page cache, ``CACHE_KIB``);
 * ``states_held`` (``backout_live_states``) and ``refused_by_cap``
   (``backout_state_cap_refusals_total``), which must add up to the flood plus the real keys;
 * ``decisions_equal``: the real services' decisions are the backtest's of the scenario alone.
@@ -31,20 +32,24 @@ from pathlib import Path
 import click
 from confluent_kafka import Producer
 
-from backout.contracts import Decision, Metric, decode, encode
-from backout.errors import SampleRejected
-from backout.settings import KafkaSettings
-from detectors.config import BackoutConfig
-from detectors.engine import Engine
-from detectors.monitor import MetricMonitor
-from detectors.spec import spec_for
-from streams import topics
-from streams.admin import create_topics
-from streams.broker import EmbeddedBroker
-from streams.kafka import read_to_end
-from streams.processes import WorkerProcess
-from streams.simulate import scenario
-from streams.topics import specs
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository's detectors/, not bench/detectors.py
+
+from backout.contracts import Decision, Metric, decode, encode  # noqa: E402
+from backout.errors import SampleRejected  # noqa: E402
+from backout.settings import KafkaSettings  # noqa: E402
+from detectors.config import BackoutConfig  # noqa: E402
+from detectors.engine import Engine  # noqa: E402
+from detectors.monitor import MetricMonitor  # noqa: E402
+from detectors.spec import spec_for  # noqa: E402
+from streams import topics  # noqa: E402
+from streams.admin import create_topics  # noqa: E402
+from streams.broker import EmbeddedBroker  # noqa: E402
+from streams.kafka import read_to_end  # noqa: E402
+from streams.processes import WorkerProcess  # noqa: E402
+from streams.runtime.keyed import PRODUCER_QUEUE_KIB  # noqa: E402
+from streams.runtime.store import CACHE_KIB  # noqa: E402
+from streams.simulate import scenario  # noqa: E402
+from streams.topics import specs  # noqa: E402
 
 
 def rss_mb(worker: WorkerProcess, field: str = "VmRSS") -> float:
@@ -147,6 +152,11 @@ def main(flood: int, max_keys: int, partitions: int, hours: float, as_json: bool
                     send(prod, topics.METRICS, encode(sample), name.encode(), record.ts)
                     sent, owed = sent + 1, owed - 1
                 prod.poll(0)
+            while sent < flood:  # what rounding left over
+                name = f"flood-{sent:06d}"
+                sample = Metric(ts=records[second].ts, service=name, metric="error_rate", value=0.5, count=100)
+                send(prod, topics.METRICS, encode(sample), name.encode(), records[second].ts)
+                sent += 1
             prod.flush(120)
             wait_consumed(worker, sum(isinstance(r, Metric) for r in records[:second]) + sent)
             flood_s = time.monotonic() - started
@@ -173,7 +183,7 @@ def main(flood: int, max_keys: int, partitions: int, hours: float, as_json: bool
         finally:
             worker.stop()
     bytes_per_key = (after_mb - before_mb) * 1024 * 1024 / max(held - held_before, 1)
-    cap_mb = before_mb + max_keys * warm / (1024 * 1024)
+    cap_mb = before_mb + max_keys * warm / (1024 * 1024) + (PRODUCER_QUEUE_KIB + CACHE_KIB) / 1024
     result = {
         "flood": sent, "max_keys": max_keys, "real_keys": real_keys, "partitions": partitions,
         "bytes_per_key": round(bytes_per_key), "warm_bytes_per_key": round(warm), "rss_before_mb": round(before_mb, 1),

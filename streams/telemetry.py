@@ -12,6 +12,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -27,6 +28,10 @@ class Telemetry:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.registry = CollectorRegistry()
+        # process_resident_memory_bytes (against the state cap) and process_start_time_seconds: the
+        # counters below start at zero with the process, as Prometheus counters do (rate() and
+        # increase() take a restart in their stride; the durable record is on the topics)
+        ProcessCollector(registry=self.registry)
         self.records = Counter("backout_records_consumed", "Records consumed", ["topic"], registry=self.registry)
         self.anomalies = Counter("backout_anomalies", "Anomalies published", ["metric"], registry=self.registry)
         self.decisions = Counter("backout_decisions", "Decisions published", ["action"], registry=self.registry)

@@ -70,6 +70,7 @@ from streams.runtime.store import StateStore
 from streams.topics import TopicSpec
 
 log = logging.getLogger("backout.runtime")
+PRODUCER_QUEUE_KIB = 64 * 1024  # outputs and dead letters waiting for the broker, at most; then back-pressure
 Output = tuple[str, Record]  # (topic, record); the key is the record's service
 
 
@@ -213,7 +214,7 @@ class KeyedConsumer:
         self.clients.changelog(self.settings.changelog, self.settings.partitions)
         self.sender = Sender(self.clients.producer(**{
             "linger.ms": 5, "enable.idempotence": True, "batch.size": 1 << 19,
-            "queue.buffering.max.messages": 500_000}),
+            "queue.buffering.max.messages": 500_000, "queue.buffering.max.kbytes": PRODUCER_QUEUE_KIB}),
             on_refused=self.telemetry.refused, on_backpressure=self.telemetry.backpressure)
         self._consumer = self.clients.consumer(**{
             "group.id": self.settings.group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -382,7 +383,8 @@ class KeyedConsumer:
                 # owner=key: not saved again until this write is acknowledged, so a retried older
                 # state can never land after a newer one
                 self._send(self.settings.changelog, entry, key, ledger, first, owner=key, partition=ledger.partition)
-            self.store.put(ledger.partition, stored)
+            if stored:
+                self.store.put(ledger.partition, stored)
             budget -= len(ready)
 
     def _evict_idle(self, now: float, budget: int = 20_000) -> None:
