@@ -5,6 +5,9 @@ in test_hostile_integration.py."""
 
 from __future__ import annotations
 
+from click.testing import CliRunner
+
+from backout.cli import cli
 from backout.contracts import Deploy, Metric, decode, encode
 from backout.errors import ContractError, SampleRejected
 from detectors.config import BackoutConfig
@@ -50,3 +53,11 @@ def test_each_hostile_record_a_file_can_hold_is_refused_with_its_reason_and_chan
     expected = feed(clean, records) + clean.finish()
     decisions = [encode(o) for o in out if o.type == "decision"]
     assert decisions and decisions == [encode(o) for o in expected if o.type == "decision"]
+
+
+def test_deploy_event_refuses_a_bad_name_with_one_line_before_connecting():
+    result = CliRunner().invoke(cli, ["deploy-event", "--service", "checkout", "--version", "v2.0.1",
+                                      "--target", "kubernetes", "--target-opt", "namespace=../kube-system",
+                                      "--target-opt", "name=checkout"])
+    assert result.exit_code == 1
+    assert "field 'target.namespace': got '../kube-system'" in result.output
