@@ -3,8 +3,8 @@
 VENV      := .venv
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
-# Debian packages the tests start for real (none yet; nginx and prometheus arrive with their issues).
-DEBIAN_PACKAGES :=
+# Debian packages the tests start for real: nginx (the blue/green switch, tests/test_bluegreen.py).
+DEBIAN_PACKAGES := nginx
 
 .PHONY: demo test bench lint system-deps clean
 
