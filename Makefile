@@ -31,10 +31,11 @@ lint: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/python bench/detectors.py --json
 	$(BIN)/python bench/decisions.py --json
 	$(BIN)/python bench/pipeline.py --json
+	$(BIN)/python bench/bluegreen.py --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

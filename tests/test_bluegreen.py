@@ -13,7 +13,7 @@ import pytest
 from actions.executors.base import Rollback
 from actions.executors.bluegreen import BlueGreenExecutor, NginxSettings
 from backout.contracts import Decision, Target
-from backout.errors import ContractError
+from backout.errors import ConfigError, ContractError
 from tests.nginx import NGINX, Backend, Nginx
 
 
@@ -98,10 +98,11 @@ def test_include_refused_by_nginx_t_is_put_back(nginx, backends):
 
 
 def test_reload_that_starts_no_worker_is_undone(nginx, backends, tmp_path):
-    """The pid file names a process that ignores SIGHUP, as a master that kept its old config would."""
-    deaf = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, "
-                             "signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"],
-                            stdout=subprocess.PIPE)
+    """The pid file names a process that calls itself an nginx master and ignores SIGHUP, as a
+    master that kept its old configuration would (it starts no new worker)."""
+    deaf = subprocess.Popen(["bash", "-c", 'exec -a "nginx: master process" "$0" -c "$1"', sys.executable,
+                             "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+                             "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
     try:
         assert deaf.stdout is not None and deaf.stdout.readline() == b"ready\n"
         (tmp_path / "deaf.pid").write_text(f"{deaf.pid}\n")
@@ -171,6 +172,23 @@ def test_refused_before_anything_runs(sandbox, case, change, to_version, message
     assert not ran.exists(), "nginx was not run"
 
 
+def test_a_stale_pid_file_is_not_signalled(nginx, backends, tmp_path):
+    """The pid in the file belongs to some other process now: it is left alone, the switch undone."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "stale.pid").write_text(f"{other.pid}\n")
+        settings = NginxSettings(include_dir=nginx.include_dir, binary=NGINX, conf=nginx.conf,
+                                 pid_file=tmp_path / "stale.pid")
+        before = nginx.include.read_bytes()
+        outcome = BlueGreenExecutor(settings).execute(rollback(by_version(backends)))
+        assert outcome.status == "failed" and "not an nginx master" in outcome.detail, outcome.detail
+        assert nginx.include.read_bytes() == before
+        assert other.poll() is None, "not signalled"
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_current_version_of_an_include_it_cannot_name(sandbox):
     executor, include_dir, _ = sandbox
     target = Target(**TARGET)
@@ -192,3 +210,9 @@ def test_a_new_include_is_created_then_removed_when_refused(sandbox):
     assert outcome.status == "failed" and "emerg: test failed" in outcome.detail
     assert not (include_dir / "new.conf").exists()
     assert ran.read_text().split("\n")[0] == "-t"
+
+
+def test_an_include_dir_that_does_not_exist_is_a_config_error(tmp_path):
+    executor = BlueGreenExecutor(NginxSettings(include_dir=tmp_path / "missing", binary="/bin/false"))
+    with pytest.raises(ConfigError, match="BACKOUT_NGINX_INCLUDE_DIR .*missing is not a directory"):
+        executor.plan(rollback(TARGET))

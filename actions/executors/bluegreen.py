@@ -44,7 +44,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from actions.executors.base import ExecutionFailed, Outcome, Rollback
 from backout import names
 from backout.contracts import Target, validate
-from backout.errors import ContractError
+from backout.errors import ConfigError, ContractError
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +171,17 @@ class BlueGreenExecutor:
         fields, path, environment, wanted = self._switch(rollback)
         where = f"environment {environment} ({rollback.to_version})"
         with _locked(path.parent):
-            old = _read(path)
+            try:
+                old = _read(path)
+            except ExecutionFailed as exc:
+                return Outcome("failed", str(exc))
             if servers(old) == frozenset(wanted):
                 return Outcome("skipped", f"{path} lists {where} already", rollback.to_version)
             mode = path.stat().st_mode & 0o777 if old is not None else 0o644
-            replace(path, include_text(environment, rollback.to_version, wanted), mode)
+            try:
+                replace(path, include_text(environment, rollback.to_version, wanted), mode)
+            except OSError as exc:
+                return Outcome("failed", f"cannot write {path}: {exc}; it is unchanged")
             try:
                 self._test()
                 self._reload()
@@ -204,6 +210,8 @@ class BlueGreenExecutor:
     def _include(self, include: str) -> Path:
         """The include's path if it is a file directly in the allowed directory, links resolved."""
         allowed = self.settings.include_dir.resolve()
+        if not allowed.is_dir():
+            raise ConfigError(f"BACKOUT_NGINX_INCLUDE_DIR {self.settings.include_dir} is not a directory")
         given = Path(include)
         try:
             path = (given if given.is_absolute() else allowed / given).resolve()
@@ -233,6 +241,9 @@ class BlueGreenExecutor:
                 raise ExecutionFailed(f"{shlex.join(argv)} failed: {output}")
             return
         pid = _master_pid(self.settings.pid_file)
+        if not _is_nginx_master(pid):  # a stale pid file may name another process by now
+            raise ExecutionFailed(f"pid {pid} (from {self.settings.pid_file}) is not an nginx master; "
+                                  "not signalled")
         before = workers(pid)
         try:
             os.kill(pid, signal.SIGHUP)
@@ -347,6 +358,14 @@ def _master_pid(pid_file: Path) -> int:
     if not text.isdigit() or int(text) <= 1:
         raise ExecutionFailed(f"the nginx pid file {pid_file} holds {text[:40]!r}, not a pid")
     return int(text)
+
+
+def _is_nginx_master(pid: int) -> bool:
+    """Whether ``pid`` is an nginx master, which names itself ``nginx: master process …``."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"nginx: master process")
+    except OSError:
+        return False
 
 
 def _run(argv: list[str], timeout_s: float) -> tuple[int, str]:
