@@ -155,7 +155,7 @@ class BlueGreenExecutor:
         return fields.version_in(environment) if environment is not None else None
 
     def plan(self, rollback: Rollback) -> list[str]:
-        fields, path, environment, wanted = self._switch(rollback)
+        _, path, environment, wanted = self._switch(rollback)
         listed = servers(_read(path))
         if listed == frozenset(wanted):
             return [f"nothing: {path} lists environment {environment} ({rollback.to_version}) already"]
@@ -168,7 +168,7 @@ class BlueGreenExecutor:
                               if self.settings.pid_file else shlex.join(self._nginx("-s", "reload")))]
 
     def execute(self, rollback: Rollback) -> Outcome:
-        fields, path, environment, wanted = self._switch(rollback)
+        _, path, environment, wanted = self._switch(rollback)
         where = f"environment {environment} ({rollback.to_version})"
         with _locked(path.parent):
             try:
