@@ -11,7 +11,7 @@ from confluent_kafka.admin import ConfigResource
 from backout.cli import cli
 from backout.contracts import decode, encode
 from backout.errors import BackoutError
-from detectors.config import load_config
+from backout.settings import load_config
 from streams import topics
 from streams.admin import AdminClient, create_topics, existing_topics
 from streams.kafka import consumer, flush, messages, producer

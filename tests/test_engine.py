@@ -138,5 +138,5 @@ def test_a_question_becomes_a_rollback_when_the_shift_gets_much_worse():
     decisions = [(d.action, d.incident_id, d.to_version) for d in out if isinstance(d, Decision)]
     assert [a for a, _, _ in decisions] == ["request_approval", "rollback"]
     assert decisions[0][1] == decisions[1][1] and decisions[1][2] == "v1"
-    worsened = [a for a in out if isinstance(a, Anomaly) and (a.model_extra or {}).get("worsened")]
+    worsened = [a for a in out if isinstance(a, Anomaly) and a.worsened]
     assert len(worsened) == 1

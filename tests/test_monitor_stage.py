@@ -8,8 +8,7 @@ import time
 
 from confluent_kafka import KafkaError
 
-from backout.settings import KafkaSettings
-from detectors.config import load_config
+from backout.settings import KafkaSettings, load_config
 from detectors.monitor import MetricMonitor
 from detectors.spec import spec_for
 from detectors.watermark import PartitionClock

@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from backout.errors import ConfigError
-from detectors.config import BackoutConfig, MetricPolicy, load_config
+from backout.settings import load_config
+from detectors.config import BackoutConfig, MetricPolicy
 from detectors.policy import assess
 
 ERR = MetricPolicy(act_ratio=1.5, clear_ratio=5.0, clear_within_s=300.0, min_delta=0.005)
