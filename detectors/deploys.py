@@ -20,7 +20,6 @@ Rules (DESIGN.md):
   assumed good (it ran before we watched). A bad version is never a target.
 
 >>> from backout.contracts import Deploy
-from detectors.config import CLEAN_S
 >>> t = DeployTracker(clean_s=600)
 >>> _ = t.add(Deploy(ts=1000, service="a", deploy_id="d1", version="v2", previous_version="v1"))
 >>> _ = t.add(Deploy(ts=2000, service="a", deploy_id="d2", version="v3", previous_version="v2"))

@@ -136,10 +136,9 @@ class Alarm:
 
     @classmethod
     def from_list(cls, row: list) -> Alarm:
-        values = [float(v) for v in row]
-        if len(values) < 13:
-            return cls(values[0], int(values[1]), *values[2:10], reports_worse=False)
-        return cls(values[0], int(values[1]), *values[2:13])
+        v = [float(x) for x in row] + [0.0] * (13 - len(row))
+        return cls(v[0], int(v[1]), v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12],
+                   reports_worse=len(row) >= 13)
 
     def clear_run(self) -> None:
         self.run_mildest, self.run_weight, self.run_length = 0.0, 0.0, 0.0
