@@ -140,9 +140,6 @@ class Alarm:
         return cls(v[0], int(v[1]), v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12],
                    reports_worse=len(row) >= 13)
 
-    def clear_run(self) -> None:
-        self.run_mildest, self.run_weight, self.run_length = 0.0, 0.0, 0.0
-
 
 class MetricMonitor:
     """Windowed statistics + detector bank for one (service, metric)."""
@@ -304,7 +301,7 @@ class MetricMonitor:
         now = model.level(y, w)
         worse = now / reported if sign > 0 and reported > 0 else reported / now if sign < 0 and now > 0 else 0.0
         if worse < WORSE_FACTOR:
-            alarm.clear_run()
+            alarm.run_mildest, alarm.run_weight, alarm.run_length = 0.0, 0.0, 0.0
             return None
         mildest = now if alarm.run_length == 0 else (min(alarm.run_mildest, now) if sign > 0
                                                      else max(alarm.run_mildest, now))
@@ -312,8 +309,7 @@ class MetricMonitor:
         enough = self.spec.kind != "rate" or alarm.run_weight * reported >= WORSE_EVENTS
         if alarm.run_length <= self.spec.spike_samples or not enough:
             return None
-        alarm.reported = mildest
-        alarm.clear_run()
+        alarm.reported, alarm.run_mildest, alarm.run_weight, alarm.run_length = mildest, 0.0, 0.0, 0.0
         base = model.baseline
         return Anomaly(ts=ts, service=self.service, metric=self.metric, detector=model.detector,
                        onset_ts=alarm.onset_ts, detected_ts=ts, baseline=base, current=mildest,
