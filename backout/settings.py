@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backout.errors import ConfigError
 from detectors.config import BackoutConfig
+from streams.topics import PARTITIONS
 
 
 class WorkerSettings(BaseSettings):
@@ -32,7 +33,7 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BACKOUT_", frozen=True, extra="ignore")
 
     app_id: str = "backout"
-    partitions: int = 8
+    partitions: int = PARTITIONS
     store: str = "rocksdb://"
     data_dir: str = ".backout/worker"
     web_port: int = 6066

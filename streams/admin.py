@@ -8,7 +8,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from backout.errors import BrokerError
 from backout.settings import KafkaSettings
-from streams.topics import TopicSpec, specs
+from streams.topics import PARTITIONS, RETENTION_HOURS, TopicSpec, specs
 
 
 def existing_topics(admin: AdminClient, timeout_s: float = 10.0) -> dict[str, int]:
@@ -50,9 +50,9 @@ def topics() -> None:
 
 
 @topics.command("create")
-@click.option("--partitions", default=8, show_default=True, type=click.IntRange(1, 1024),
+@click.option("--partitions", default=PARTITIONS, show_default=True, type=click.IntRange(1, 1024),
               help="Partitions per public topic (the internal decider topic always has one).")
-@click.option("--retention-hours", default=168.0, show_default=True, type=click.FloatRange(min=0.01),
+@click.option("--retention-hours", default=RETENTION_HOURS, show_default=True, type=click.FloatRange(min=0.01),
               help="How long the broker keeps records.")
 def topics_create(partitions: int, retention_hours: float) -> None:
     """Create every topic Backout uses; existing topics are left alone."""

@@ -71,10 +71,6 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
     def start(self) -> EmbeddedBroker:
         if wait_for_port(self.host, self.port, 0.2):
             raise BrokerError(f"port {self.port} on {self.host} is already in use; pick another with --port")
