@@ -47,6 +47,10 @@ class PartitionClock:
         self._emitted_ts = 0.0
         self._services: set[str] = set()
 
+    @property
+    def max_ts(self) -> float:
+        return self._max_ts
+
     def observe(self, ts: float, service: str) -> Watermark | None:
         """Note one sample; return a watermark when the partition moved ``interval_s`` on."""
         self._services.add(service)
