@@ -21,6 +21,13 @@ from detectors.watermark import PartitionClock
 Output = Anomaly | Decision | Alert
 
 
+def require_input(record: Record) -> Metric | Deploy:
+    """The record, if it is one the core takes as input; :class:`~backout.errors.UnexpectedRecord` if not."""
+    if not isinstance(record, Metric | Deploy):
+        raise UnexpectedRecord(f"expected a metric or deploy record, got {getattr(record, 'type', None)!r}")
+    return record
+
+
 class Engine:
     """Metric samples and deploy records in; anomalies, decisions and alerts out."""
 
@@ -36,10 +43,9 @@ class Engine:
         Only metric and deploy records are taken (:class:`~backout.errors.UnexpectedRecord`),
         metrics of the configuration only (:class:`~backout.errors.UnknownMetric`).
         """
+        record = require_input(record)
         if isinstance(record, Deploy):
             return list(self.decider.handle(record))
-        if not isinstance(record, Metric):
-            raise UnexpectedRecord(f"expected a metric or deploy record, got {getattr(record, 'type', None)!r}")
         key = (record.service, record.metric)
         monitor = self._monitors.get(key)
         if monitor is None:
