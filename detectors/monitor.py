@@ -26,7 +26,7 @@ Life of a stream:
    followed. A gauge that trends by nature can have a local line as its
    baseline (``trend_halflife_samples``, :mod:`detectors.gaussian`).
 3. **Alarmed**: one :class:`~backout.contracts.Anomaly` was emitted. It is
-   reported again — same ``onset_ts``, later ``detected_ts``, extra field
+   reported again — same ``onset_ts``, later ``detected_ts``, the field
    ``worsened`` — only when the shift gets ``WORSE_FACTOR`` times worse than
    last reported on ``spike_samples + 1`` samples in a row (a slow rollout
    reaching more traffic, a leak): a question put to a human may then become
