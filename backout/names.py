@@ -13,6 +13,9 @@ metric         letters, digits, ``_``, ``:``; not a digit first  1-128   Prometh
 k8s name       lower-case letters, digits, ``-``, ``.``;         1-253   DNS-1123 subdomain
                alphanumeric at each end of each label                    (Deployment, Rollout)
 namespace      lower-case letters, digits, ``-``                 1-63    DNS-1123 label
+container      lower-case letters, digits, ``-``                 1-63    DNS-1123 label
+kube context   letters, digits, ``.``, ``_``, ``:``, ``/``,      1-253   kubeconfig context names
+               ``@``, ``-``; a letter or digit first                     (``arn:aws:eks:…/prod``)
 version        letters, digits, ``_``, ``.``, ``-``; not ``.``   1-128   an OCI image tag
                or ``-`` first
 image          an OCI repository: ``[host[:port]/]path``,         1-255   the distribution spec's
@@ -20,8 +23,9 @@ image          an OCI repository: ``[host[:port]/]path``,         1-255   the di
 =============  ===============================================  ======  =========================
 
 Nothing here allows a space, a quote, ``$``, ``;``, ``/`` (except between an
-image's path components) or ``..``: a name that passed can go into a path, an
-argument list or a log line as it is.
+image's path components, and in a kubeconfig context name, which only picks an
+entry of the executor's own kubeconfig and goes into no path) or ``..``: a name
+that passed can go into a path, an argument list or a log line as it is.
 
 >>> check("service", "checkout")
 'checkout'
@@ -40,7 +44,8 @@ from typing import Literal
 
 from backout.errors import ContractError
 
-NameKind = Literal["service", "metric", "k8s_name", "namespace", "version", "image"]
+NameKind = Literal["service", "metric", "k8s_name", "namespace", "container", "kube_context", "version",
+                   "image"]
 
 _LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
 FORMATS: dict[str, tuple[re.Pattern[str], int, str]] = {
@@ -53,6 +58,12 @@ FORMATS: dict[str, tuple[re.Pattern[str], int, str]] = {
     "namespace": (re.compile(_LABEL), 63,
                   "lower-case letters, digits and '-', at most 63, alphanumeric at both ends "
                   "(a DNS-1123 label)"),
+    "container": (re.compile(_LABEL), 63,
+                  "lower-case letters, digits and '-', at most 63, alphanumeric at both ends "
+                  "(a DNS-1123 label)"),
+    "kube_context": (re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,252}"), 253,
+                     "letters, digits, '.', '_', ':', '/', '@' and '-', a letter or digit first, at most 253 "
+                     "(a kubeconfig context name)"),
     "version": (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"), 128,
                 "letters, digits, '_', '.' and '-', not '.' or '-' first, at most 128 (an OCI image tag)"),
     "image": (re.compile(r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"
