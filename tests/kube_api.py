@@ -574,9 +574,11 @@ class KubeAPI:
         return self.get(resource, namespace, name)
 
     def compact(self) -> int:
-        """Forget past events (as etcd compaction does); returns the oldest resourceVersion kept."""
+        """Forget past events, as etcd compaction does after other writes moved the revision on; a
+        watch from an older resourceVersion gets 410. Returns the oldest resourceVersion kept."""
         with self._lock:
             self._events.clear()
+            self._rv += 1  # a write elsewhere in the cluster
             self._compacted_rv = self._rv
             return self._rv
 

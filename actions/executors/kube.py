@@ -75,12 +75,15 @@ class KubernetesSettings(BaseSettings):
         return value
 
 
-def settings_from_env() -> KubernetesSettings:
-    """:class:`KubernetesSettings` from the environment; :class:`ConfigError` naming the bad one."""
+def settings_from_env(**overrides: Any) -> KubernetesSettings:
+    """:class:`KubernetesSettings` from the environment and ``overrides`` (``None`` ones ignored);
+    :class:`ConfigError` naming the bad setting."""
     try:
-        return KubernetesSettings()
+        return KubernetesSettings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        raise ConfigError(f"BACKOUT_KUBERNETES_*: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+        error = exc.errors()[0]
+        raise ConfigError(f"Kubernetes setting {error['loc'][0]!r} (BACKOUT_KUBERNETES_"
+                          f"{str(error['loc'][0]).upper()}): {error['msg']}") from None
 
 
 @dataclass(frozen=True)
