@@ -368,38 +368,36 @@ def without_label(template: Obj, label: str) -> Obj:
     return t
 
 
-def _invalid(kind: Kind, name: str, field_path: str, value: Any, detail: str) -> ApiError:
-    message = f"Invalid value: {json.dumps(value)}: {detail}"
-    return ApiError(422, "Invalid", f'{kind.kind}.{kind.group} "{name}" is invalid: {field_path}: {message}',
-                    {"name": name, "group": kind.group, "kind": kind.kind,
-                     "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field_path}]})
-
-
 def validate(kind: Kind, old: Obj | None, new: Obj) -> None:
-    """The validation that guards what Backout writes: labels match the selector, containers
-    have a name and an image, and the selector is immutable."""
-    name, spec = new["metadata"]["name"], new.get("spec") or {}
+    """The validation that guards what Backout writes (a 422 listing every cause, as the API server):
+    labels match the selector, containers have a name and an image, a Deployment's selector is immutable."""
     if kind.resource not in ("deployments", "rollouts"):
         return
+    name, spec = new["metadata"]["name"], new.get("spec") or {}
+    causes: list[tuple[str, str, str]] = []  # (field, reason, message)
+
+    def invalid(field_path: str, value: Any, detail: str) -> None:
+        causes.append((field_path, "FieldValueInvalid", f"Invalid value: {json.dumps(value)}: {detail}"))
+
+    if kind is DEPLOYMENTS and old is not None and (old.get("spec") or {}).get("selector") != spec.get("selector"):
+        invalid("spec.selector", spec.get("selector"), "field is immutable")
     selector = (spec.get("selector") or {}).get("matchLabels") or {}
     labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
     if any(labels.get(k) != v for k, v in selector.items()):
-        raise _invalid(kind, name, "spec.template.metadata.labels", labels,
-                       "`selector` does not match template `labels`")
+        invalid("spec.template.metadata.labels", labels, "`selector` does not match template `labels`")
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
     if not containers:
-        raise ApiError(422, "Invalid", f'{kind.kind}.{kind.group} "{name}" is invalid: '
-                                       "spec.template.spec.containers: Required value",
-                       {"name": name, "group": kind.group, "kind": kind.kind,
-                        "causes": [{"reason": "FieldValueRequired", "message": "Required value",
-                                    "field": "spec.template.spec.containers"}]})
+        causes.append(("spec.template.spec.containers", "FieldValueRequired", "Required value"))
     for i, container in enumerate(containers):
         for key in ("name", "image"):
             if not container.get(key):
-                raise _invalid(kind, name, f"spec.template.spec.containers[{i}].{key}", container.get(key),
-                               "Required value")
-    if old is not None and (old.get("spec") or {}).get("selector") != spec.get("selector"):
-        raise _invalid(kind, name, "spec.selector", spec.get("selector"), "field is immutable")
+                causes.append((f"spec.template.spec.containers[{i}].{key}", "FieldValueRequired", "Required value"))
+    if causes:
+        listed = [f"{field_path}: {message}" for field_path, _, message in causes]
+        shown = listed[0] if len(listed) == 1 else f"[{', '.join(listed)}]"
+        raise ApiError(422, "Invalid", f'{kind.kind}.{kind.group} "{name}" is invalid: {shown}',
+                       {"name": name, "group": kind.group, "kind": kind.kind,
+                        "causes": [{"reason": r, "message": m, "field": f} for f, r, m in causes]})
 
 
 # --- the store and the server --------------------------------------------------------------------

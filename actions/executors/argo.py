@@ -24,9 +24,8 @@ another object (``spec.workloadRef``) are refused.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from actions.executors.base import ExecutionFailed, Outcome, Rollback
 from actions.executors.kube import (
@@ -36,10 +35,12 @@ from actions.executors.kube import (
     KubeClients,
     KubernetesSettings,
     Obj,
+    State,
     Workload,
     call,
     history,
     owned_replicasets,
+    poll_until,
     replicaset_running,
     rollback_patch,
     template_version,
@@ -55,10 +56,7 @@ GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "rollouts"
 HASH_LABEL = "rollouts-pod-template-hash"
 REVISION = "rollout.argoproj.io/revision"
 
-PhaseState = Literal["done", "waiting", "failed"]
-
-
-def rollout_phase(rollout: Obj) -> tuple[PhaseState, str]:
+def rollout_phase(rollout: Obj) -> tuple[State, str]:
     """Where a Rollout is, by Argo's rules (``rolloututil.GetRolloutPhase``, as the CLI's status).
 
     ``status.observedGeneration`` is a string in Argo; a non-numeric one (v0.9) counts as observed.
@@ -203,42 +201,35 @@ class ArgoRolloutExecutor:
                  _content_type=MERGE_PATCH, timeout_s=self.settings.request_timeout_s)
 
     def _wait(self, prepared: _Prepared, rs: Obj) -> Outcome:
-        ref = prepared.ref
-        deadline = time.monotonic() + self.settings.timeout_s
-        message = "the undo has not been observed yet"
+        ref, to = prepared.ref, prepared.to_version
         target_hash = ((rs.get("metadata") or {}).get("labels") or {}).get(HASH_LABEL)
         promote = prepared.promote
-        while True:
-            try:
-                rollout = self._read(ref)
-            except KubeApiError as exc:
-                if exc.code == 404:
-                    return Outcome("failed", f"Rollout {ref} was deleted during the rollback")
-                message = str(exc)
-            else:
-                state, message = rollout_phase(rollout)
-                if state == "failed":
-                    return Outcome("failed", f"set Rollout {ref} back to {prepared.to_version}, but it is {message}")
-                status = rollout.get("status") or {}
-                if promote and state == "waiting" and observed(rollout) \
-                        and status.get("currentPodHash") == target_hash != status.get("stableRS"):
-                    log.info("promoting Rollout %s fully to %s", ref, prepared.to_version)
-                    self._patch_status(f"promote Rollout {ref}", ref, {"promoteFull": True})
-                    promote = False
-                    continue
-                if state == "done":
-                    now = self._version(ref, rollout["spec"]["template"])
-                    if now != prepared.to_version:
-                        return Outcome("failed", f"set Rollout {ref} back to {prepared.to_version}, but it now runs "
-                                                 f"{now}: someone else deployed meanwhile", now)
-                    how = ("aborted and " if prepared.abort else "") + ("fully promoted, " if prepared.promote else "")
-                    return Outcome("executed", f"rolled Rollout {ref} back from {prepared.running} to "
-                                               f"{prepared.to_version} ({how}ReplicaSet {rs['metadata']['name']}); "
-                                               "Healthy", now)
-            if time.monotonic() + self.settings.poll_s > deadline:
-                return Outcome("failed", f"set Rollout {ref} back to {prepared.to_version}, but it was not Healthy "
-                                         f"within {self.settings.timeout_s:g} s: {message}")
-            time.sleep(self.settings.poll_s)
+
+        def promote_once_observed(rollout: Obj) -> None:
+            nonlocal promote
+            status = rollout.get("status") or {}
+            if promote and observed(rollout) and status.get("currentPodHash") == target_hash != status.get("stableRS"):
+                log.info("promoting Rollout %s fully to %s", ref, to)
+                self._patch_status(f"promote Rollout {ref}", ref, {"promoteFull": True})
+                promote = False
+
+        state, message, rollout = poll_until(lambda: self._read(ref), rollout_phase, self.settings,
+                                             promote_once_observed)
+        if state == "done" and rollout is not None:
+            now = self._version(ref, rollout["spec"]["template"])
+            if now != to:
+                return Outcome("failed", f"set Rollout {ref} back to {to}, but it now runs {now}: someone else "
+                                         "deployed meanwhile", now)
+            how = ("aborted and " if prepared.abort else "") + ("fully promoted, " if prepared.promote else "")
+            return Outcome("executed", f"rolled Rollout {ref} back from {prepared.running} to {to} ({how}ReplicaSet "
+                                       f"{rs['metadata']['name']}); Healthy", now)
+        if state == "timeout":
+            message = f"it was not Healthy within {self.settings.timeout_s:g} s: {message}"
+        elif state == "deleted":
+            message = f"it was deleted ({message})"
+        else:
+            message = f"it is {message}"
+        return Outcome("failed", f"set Rollout {ref} back to {to}, but {message}")
 
     @staticmethod
     def _template(ref: Workload, rollout: Obj) -> Obj:

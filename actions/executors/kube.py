@@ -12,6 +12,7 @@
 * :func:`owned_replicasets` / :func:`replicaset_running` — a workload's history, as
   ``kubectl rollout undo`` lists it (selector, then controller owner reference), and the
   ReplicaSet that runs a version (revision numbers move after every rollback: never "revision − 1").
+* :func:`poll_until` — read a workload until its controller says done or failed, or time runs out.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
 Obj = dict[str, Any]
+State = Literal["done", "waiting", "failed"]
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -303,3 +306,27 @@ def rollback_patch(current: Obj, template: Obj, incident_id: str, to_version: st
         return [*ops, {"op": "add", "path": "/metadata/annotations", "value": marks}]
     return [*ops, *({"op": "add", "path": f"/metadata/annotations/{key.replace('~', '~0').replace('/', '~1')}",
                      "value": value} for key, value in marks.items())]
+
+
+def poll_until(read: Callable[[], Obj], judge: Callable[[Obj], tuple[State, str]], settings: KubernetesSettings,
+               on_waiting: Callable[[Obj], None] = lambda obj: None) -> tuple[str, str, Obj | None]:
+    """Read the workload every ``poll_s`` and ``judge`` it until it is ``done`` or ``failed``; ``timeout``
+    after ``timeout_s``, ``deleted`` if it disappears. Errors of the API server in between are waited
+    out (their message is the last word if time runs out). Returns (state, message, last object)."""
+    deadline = time.monotonic() + settings.timeout_s
+    message, obj = "the change has not been observed yet", None
+    while True:
+        try:
+            obj = read()
+        except KubeApiError as exc:
+            if exc.code == 404:
+                return "deleted", str(exc), None
+            message = str(exc)
+        else:
+            state, message = judge(obj)
+            if state != "waiting":
+                return state, message, obj
+            on_waiting(obj)
+        if time.monotonic() + settings.poll_s > deadline:
+            return "timeout", message, obj
+        time.sleep(settings.poll_s)

@@ -19,9 +19,8 @@ Then it waits as ``kubectl rollout status`` does (:func:`rollout_status`), up to
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from actions.executors.base import ExecutionFailed, Outcome, Rollback
 from actions.executors.kube import (
@@ -30,10 +29,12 @@ from actions.executors.kube import (
     KubeClients,
     KubernetesSettings,
     Obj,
+    State,
     Workload,
     call,
     history,
     owned_replicasets,
+    poll_until,
     replicaset_running,
     revision,
     rollback_patch,
@@ -50,10 +51,7 @@ HASH_LABEL = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"
 DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 
-RolloutState = Literal["done", "waiting", "failed"]
-
-
-def rollout_status(deployment: Obj) -> tuple[RolloutState, str]:
+def rollout_status(deployment: Obj) -> tuple[State, str]:
     """Where a Deployment's rollout is, by kubectl's rules (``DeploymentStatusViewer.Status``).
 
     >>> rollout_status({"metadata": {"name": "web", "generation": 4}, "spec": {"replicas": 2},
@@ -157,6 +155,7 @@ class KubernetesExecutor:
         if running == to_version:
             return _Prepared(ref, deployment, running, to_version, None)
         replicasets = owned_replicasets(self._apps(ref), deployment, self.settings.request_timeout_s)
+
         def read(template: Obj) -> str | None:
             return self._version(ref, template)
 
@@ -167,34 +166,22 @@ class KubernetesExecutor:
         return _Prepared(ref, deployment, running, to_version, rs)
 
     def _wait(self, prepared: _Prepared, rs: Obj) -> Outcome:
-        ref = prepared.ref
-        deadline = time.monotonic() + self.settings.timeout_s
-        message = "the rollout has not been observed yet"
-        while True:
-            try:
-                deployment = self._read(ref)
-            except KubeApiError as exc:  # a blip of the API server: keep asking until the deadline
-                if exc.code == 404:
-                    return Outcome("failed", f"Deployment {ref} was deleted during the rollback")
-                message = str(exc)
-            else:
-                state, message = rollout_status(deployment)
-                if state == "failed":
-                    return Outcome("failed", f"rolled Deployment {ref} back to {prepared.to_version}, but {message}")
-                if state == "done":
-                    now = self._version(ref, deployment["spec"]["template"])
-                    if now != prepared.to_version:
-                        return Outcome("failed", f"rolled Deployment {ref} back to {prepared.to_version}, but it "
-                                                 f"now runs {now}: someone else deployed meanwhile", now)
-                    available = (deployment.get("status") or {}).get("availableReplicas", 0)
-                    return Outcome("executed", f"rolled Deployment {ref} back from {prepared.running} to "
-                                               f"{prepared.to_version} (ReplicaSet {rs['metadata']['name']}, now "
-                                               f"revision {revision(deployment, REVISION)}); {available} replicas "
-                                               "available", now)
-            if time.monotonic() + self.settings.poll_s > deadline:
-                return Outcome("failed", f"rolled Deployment {ref} back to {prepared.to_version}, but the rollout "
-                                         f"did not complete within {self.settings.timeout_s:g} s: {message}")
-            time.sleep(self.settings.poll_s)
+        ref, to = prepared.ref, prepared.to_version
+        state, message, deployment = poll_until(lambda: self._read(ref), rollout_status, self.settings)
+        if state == "done" and deployment is not None:
+            now = self._version(ref, deployment["spec"]["template"])
+            if now != to:
+                return Outcome("failed", f"rolled Deployment {ref} back to {to}, but it now runs {now}: someone "
+                                         "else deployed meanwhile", now)
+            available = (deployment.get("status") or {}).get("availableReplicas", 0)
+            return Outcome("executed", f"rolled Deployment {ref} back from {prepared.running} to {to} (ReplicaSet "
+                                       f"{rs['metadata']['name']}, now revision {revision(deployment, REVISION)}); "
+                                       f"{available} replicas available", now)
+        if state == "timeout":
+            message = f"the rollout did not complete within {self.settings.timeout_s:g} s: {message}"
+        elif state == "deleted":
+            message = f"it was deleted ({message})"
+        return Outcome("failed", f"rolled Deployment {ref} back to {to}, but {message}")
 
     def _apps(self, ref: Workload) -> Any:
         from kubernetes.client import AppsV1Api
