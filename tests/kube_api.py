@@ -571,6 +571,11 @@ class KubeAPI:
             pass
         return self.get(resource, namespace, name)
 
+    def events(self, resource: str) -> list[tuple[str, Obj]]:
+        """Every write of one resource so far, as a watch from the start would see it: (type, object)."""
+        with self._lock:
+            return [(kind, copy.deepcopy(obj)) for _, r, kind, obj in self._events if r == resource]
+
     def compact(self) -> int:
         """Forget past events, as etcd compaction does after other writes moved the revision on; a
         watch from an older resourceVersion gets 410. Returns the oldest resourceVersion kept."""

@@ -123,7 +123,7 @@ def test_records_from_what_the_controller_writes(tmp_path: Path) -> None:
         api.set_image("deployments", "shop", "checkout", "shop/checkout:v2")
         api.set_image("deployments", "shop", "checkout", "shop/checkout:v1")  # kubectl rollout undo, in effect
         api.set_image("deployments", "shop", "checkout", "shop/checkout:v3")
-        history = [(kind, obj) for _, resource, kind, obj in api._events if resource == "deployments"]
+        history = api.events("deployments")
 
     seen = []
     for kind, obj in history:

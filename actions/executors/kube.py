@@ -132,8 +132,11 @@ class KubeClients:
         return self._clients[context]
 
     def _make(self, context: str | None) -> ApiClient:
-        from kubernetes import client, config
-        from kubernetes.config.config_exception import ConfigException
+        try:
+            from kubernetes import client, config
+            from kubernetes.config.config_exception import ConfigException
+        except ImportError:
+            raise ConfigError("the Kubernetes client is not installed: pip install 'backout[kubernetes]'") from None
 
         if self.settings.in_cluster:
             if context is not None:
@@ -172,7 +175,6 @@ def call(what: str, method: Callable[..., Any], *args: Any, timeout_s: float, **
 
     try:
         response = method(*args, _preload_content=False, _request_timeout=timeout_s, **kwargs)
-        return json.loads(response.data)  # type: ignore[no-any-return]
     except ApiException as exc:
         try:
             status = json.loads(exc.body or "")
@@ -180,8 +182,16 @@ def call(what: str, method: Callable[..., Any], *args: Any, timeout_s: float, **
         except (ValueError, AttributeError):
             message, reason = exc.reason, exc.reason
         raise KubeApiError(f"{what}: {message} ({exc.status} {reason})", exc.status, reason) from None
-    except (HTTPError, OSError, ValueError) as exc:
+    except (HTTPError, OSError) as exc:
         raise KubeApiError(f"{what}: cannot reach the API server: {exc}") from None
+    try:
+        return json.loads(response.data)  # type: ignore[no-any-return]
+    except (HTTPError, OSError) as exc:
+        raise KubeApiError(f"{what}: the connection broke while reading the answer: {exc}") from None
+    except ValueError:
+        raise KubeApiError(f"{what}: the API server answered something that is not JSON") from None
+    finally:
+        response.release_conn()
 
 
 def image_tag(image: str) -> str | None:

@@ -111,7 +111,7 @@ def _event_time(obj: dict[str, Any], state: str) -> float:
 
 def watch_deployments(apps: Any, out: Sender, *, namespace: str | None = None, selector: str | None = None,
                       topic: str = topics.DEPLOYS, deadletter_topic: str = topics.DEADLETTER,
-                      stop: threading.Event | None = None, timeout_s: int = 300, retry_s: float = 5.0,
+                      stop: threading.Event | None = None, timeout_s: int = 60, retry_s: float = 5.0,
                       counts: dict[str, int] | None = None, **options: str | None) -> dict[str, int]:
     """Watch Deployments (one namespace or all, a label selector) until ``stop`` is set, publishing
     their deploy records to ``topic``; ``options`` go to :func:`to_records`. Each watch request
@@ -143,6 +143,7 @@ def watch_deployments(apps: Any, out: Sender, *, namespace: str | None = None, s
                 resource_version = watcher.resource_version
                 _handle({"type": event["type"], "object": event["raw_object"]}, out, topic, deadletter_topic,
                         last, counts, options)
+                out.poll()  # delivery reports, and records the broker refused sent again
                 if stop.is_set():
                     watcher.stop()
         except ApiException as exc:
