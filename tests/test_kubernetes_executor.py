@@ -12,10 +12,15 @@ from pathlib import Path
 import pytest
 
 from actions.executors.base import ExecutionFailed, Rollback
-from actions.executors.kube import ROLLBACK_INCIDENT, ROLLBACK_TO, KubernetesSettings
+from actions.executors.kube import (
+    ROLLBACK_INCIDENT,
+    ROLLBACK_TO,
+    KubernetesSettings,
+    settings_from_env,
+)
 from actions.executors.kubernetes import KubernetesExecutor, rollout_status
 from backout.contracts import Decision, Target
-from backout.errors import ContractError
+from backout.errors import ConfigError, ContractError
 from tests.kube_api import KubeAPI
 
 NS, NAME = "shop", "checkout"
@@ -258,3 +263,13 @@ def test_rollout_status_follows_kubectl(deployment: dict, state: str, says: str)
     got_state, message = rollout_status(deployment)
     assert got_state == state
     assert says in message
+
+
+def test_in_cluster_takes_no_context_and_bad_settings_are_named(api: KubeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    in_cluster = KubernetesExecutor(KubernetesSettings(in_cluster=True))
+    with pytest.raises(ContractError, match="context 'prod', but the executor runs in-cluster"):
+        in_cluster.execute(rollback("v1", context="prod"))
+    monkeypatch.setenv("BACKOUT_KUBERNETES_VERSION_LABEL", "not a label")
+    with pytest.raises(ConfigError, match="'version_label' .*BACKOUT_KUBERNETES_VERSION_LABEL.*not a Kubernetes label"):
+        settings_from_env()
+    assert api.requests == []
