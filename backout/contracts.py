@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -224,16 +224,42 @@ def decode(raw: bytes | str, expect: type[Record] | None = None) -> Any:
     return record
 
 
+Part = TypeVar("Part", bound=BaseModel)
+
+
+def validate(model: type[Part], data: object, what: str) -> Part:
+    """``data`` as ``model`` (a part of a record, such as a target's fields), with :func:`decode`'s
+    messages: :class:`ContractError` naming ``what``, the field, the value and the expectation."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ContractError(f"invalid {what}: {_problems(exc)}") from None
+
+
 def _describe(kind: str, exc: ValidationError) -> str:
+    return f"invalid {kind} record: " + _problems(exc, kind)
+
+
+def _problems(exc: ValidationError, level: str | None = None) -> str:
     parts = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        if loc and loc[0] == kind:  # the discriminator's own level
+        if loc and loc[0] == level:  # the discriminator's own level
             loc = loc[1:]
         field = ".".join(loc) or "<record>"
-        got = "missing" if err["type"] == "missing" else f"got {err['input']!r}"
+        got = "missing" if err["type"] == "missing" else f"got {_shown(err['input'])}"
         parts.append(f"field '{field}': {got}, expected {_expected(err)}")
-    return f"invalid {kind} record: " + "; ".join(parts)
+    return "; ".join(parts)
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a 10 kB value must not make a 10 kB message."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    if isinstance(value, str):
+        return f"{value[:limit - 20]!r}… ({len(value)} chars)"
+    return f"{text[:limit - 20]}… ({len(text)} chars of {type(value).__name__})"
 
 
 def _expected(err: Any) -> str:

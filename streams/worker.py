@@ -35,7 +35,8 @@ from detectors.config import BackoutConfig, load_config
 from detectors.decider import Decider
 from streams import topics
 from streams.metrics_stage import metrics_consumer
-from streams.telemetry import Telemetry, published_incidents
+from streams.published import PublishedActions
+from streams.telemetry import Telemetry
 
 log = logging.getLogger("backout.worker")
 DECIDER_KEY = "decider"
@@ -79,7 +80,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
     telemetry = Telemetry(app)
     stage = metrics_consumer(settings.app_id, settings.partitions, kafka, config, telemetry,
                              checkpoint_s=settings.checkpoint_s, idle_after_s=settings.idle_after_s)
-    published: set[tuple[str, str]] | None = None  # (incident id, action) already on backout.actions
+    published = PublishedActions(kafka)
 
     async def send(record: Record, topic: str, wait: bool = False) -> None:
         key = getattr(record, "service", None)
@@ -116,6 +117,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
     async def forget_live_decider(sender: Any, revoked: Any, **_: Any) -> None:
         nonlocal live_decider
         live_decider = None  # another worker may own it next; the table is the truth
+        published.forget()
 
     @app.agent(deploys_topic)
     async def forward_deploys(stream: Any) -> None:
@@ -130,11 +132,10 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
 
     @app.agent(decider_topic)
     async def decide(stream: Any) -> None:
-        nonlocal published, live_decider
+        nonlocal live_decider
         async for event in stream.events():
             consumed(event)
-            if published is None:  # the actions topic is the record of what was already decided
-                published = await published_incidents(kafka)
+            await published.load()  # before the first decision is due, not when it is
             try:
                 record = decode(event.value)
                 decider = live_decider
@@ -154,10 +155,8 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
                 continue
             for out in outputs_:
                 if out.type == "decision":
-                    said = (out.incident_id, out.action)  # a question may later become a rollback
-                    if said in published:
+                    if not await published.first_time(out):
                         continue
-                    published.add(said)
                     telemetry.decision(out)
                     await send(out, topics.ACTIONS, wait=True)
                 elif out.type == "alert":
