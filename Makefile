@@ -3,8 +3,8 @@
 VENV      := .venv
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
-# Debian packages the tests start for real (none yet; nginx and prometheus arrive with their issues).
-DEBIAN_PACKAGES :=
+# Debian packages the tests start for real (nginx arrives with its issue).
+DEBIAN_PACKAGES := prometheus
 
 .PHONY: demo test bench lint system-deps clean
 

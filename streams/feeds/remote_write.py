@@ -57,7 +57,7 @@ def _declare() -> Any:
     T = descriptor_pb2.FieldDescriptorProto
     proto = descriptor_pb2.FileDescriptorProto(name="backout/prompb_remote.proto", package="prometheus",
                                                syntax="proto3")
-    fields = {
+    fields: dict[str, list[tuple[str, int, Any, str | None]]] = {
         "Label": [("name", 1, T.TYPE_STRING, None), ("value", 2, T.TYPE_STRING, None)],
         "Sample": [("value", 1, T.TYPE_DOUBLE, None), ("timestamp", 2, T.TYPE_INT64, None)],
         "TimeSeries": [("labels", 1, T.TYPE_MESSAGE, ".prometheus.Label"),
@@ -104,8 +104,8 @@ def encode(series: list[tuple[dict[str, str], list[tuple[int, float]]]]) -> byte
     request = WriteRequest()
     for labels, samples in series:
         ts = request.timeseries.add()
-        for name, value in sorted(labels.items()):
-            ts.labels.add(name=name, value=value)
+        for name, text in sorted(labels.items()):
+            ts.labels.add(name=name, value=text)
         for when, value in samples:
             ts.samples.add(timestamp=when, value=value)
     return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
