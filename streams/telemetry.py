@@ -8,7 +8,6 @@ import threading
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -19,6 +18,7 @@ from prometheus_client import (
 from backout.contracts import Anomaly, Decision
 from backout.settings import KafkaSettings
 from streams import topics
+from streams.kafka import read_to_end
 
 
 class Telemetry:
@@ -115,31 +115,11 @@ async def published_incidents(kafka: KafkaSettings, timeout_s: float = 20.0) -> 
 
 
 def _read_incidents(kafka: KafkaSettings, timeout_s: float) -> set[tuple[str, str]]:
-    cons = Consumer(kafka.confluent(**{"group.id": "backout-incident-scan", "enable.auto.commit": False}))
-    try:
-        meta = cons.list_topics(topics.ACTIONS, timeout=timeout_s).topics.get(topics.ACTIONS)
-        if meta is None or meta.error is not None:
-            return set()
-        ends = {}
-        for p in meta.partitions:
-            low, high = cons.get_watermark_offsets(TopicPartition(topics.ACTIONS, p), timeout=timeout_s)
-            if high > low:
-                ends[p] = high
-        cons.assign([TopicPartition(topics.ACTIONS, p, 0) for p in ends])
-        seen: set[tuple[str, str]] = set()
-        deadline = time.monotonic() + timeout_s
-        while ends and time.monotonic() < deadline:
-            msg = cons.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            try:
-                decision = json.loads(msg.value() or b"")
-                seen.add((decision["incident_id"], decision["action"]))
-            except (ValueError, KeyError, TypeError):
-                pass  # not a decision; the actions topic may carry other tools' records
-            partition, offset = msg.partition() or 0, msg.offset() or 0
-            if offset + 1 >= ends.get(partition, 0):
-                ends.pop(partition, None)
-        return seen
-    finally:
-        cons.close()
+    seen: set[tuple[str, str]] = set()
+    for msg in read_to_end(kafka, topics.ACTIONS, timeout_s=timeout_s):
+        try:
+            decision = json.loads(msg.value() or b"")
+            seen.add((decision["incident_id"], decision["action"]))
+        except (ValueError, KeyError, TypeError):
+            pass  # not a decision; the actions topic may carry other tools' records
+    return seen

@@ -28,13 +28,12 @@ import click
 import faust
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from backout.contracts import Deploy, Record, decode, encode
+from backout.contracts import Deploy, Record, dead_letter, decode, encode
 from backout.errors import BackoutError, ContractError
 from backout.settings import KafkaSettings
 from detectors.config import BackoutConfig, load_config
 from detectors.decider import Decider
 from streams import topics
-from streams.deadletter import envelope
 from streams.monitor_stage import MonitorStage
 from streams.telemetry import Telemetry, published_incidents
 
@@ -89,11 +88,11 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
         if wait:  # a decision must be on the broker before the state that says it was made
             await fut
 
-    async def dead_letter(event: faust.EventT, reason: str) -> None:
+    async def send_dead_letter(event: faust.EventT, reason: str) -> None:
         msg = event.message
         telemetry.dead_letter(msg.topic, reason)
-        await outputs[topics.DEADLETTER].send(
-            key=msg.key, value=envelope(msg.value, reason, msg.topic, msg.partition, msg.offset, msg.timestamp))
+        await outputs[topics.DEADLETTER].send(key=msg.key, value=encode(
+            dead_letter(msg.value, reason, msg.topic, msg.partition, msg.offset, msg.timestamp)))
 
     def consumed(event: faust.EventT) -> None:
         msg = event.message
@@ -125,7 +124,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
             try:
                 deploy = decode(event.value, expect=Deploy)
             except ContractError as exc:
-                await dead_letter(event, str(exc))
+                await send_dead_letter(event, str(exc))
                 continue
             await send(deploy, topics.DECIDER)
 
@@ -146,12 +145,12 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
                 outputs_ = decider.handle(record)
             except (ContractError, BackoutError) as exc:
                 live_decider = None  # it may have changed half-way: reload the table's state
-                await dead_letter(event, str(exc))
+                await send_dead_letter(event, str(exc))
                 continue
             except Exception as exc:  # a bug in the core must not stop the stream, nor lose the record
                 live_decider = None
                 log.exception("decider failed on %s", event.message)
-                await dead_letter(event, f"internal error: {exc!r}")
+                await send_dead_letter(event, f"internal error: {exc!r}")
                 continue
             for out in outputs_:
                 if out.type == "decision":

@@ -14,7 +14,7 @@ from backout.errors import BackoutError
 from detectors.config import load_config
 from streams import topics
 from streams.admin import AdminClient, create_topics, existing_topics
-from streams.kafka import consumer, flush, messages, producer
+from streams.kafka import consumer, messages, sender
 from streams.monitor_stage import MonitorStage
 from streams.telemetry import Telemetry
 from streams.topics import TopicSpec, specs
@@ -24,10 +24,10 @@ from tests.test_contracts import EXAMPLES
 def test_every_contract_round_trips_through_a_real_topic(kafka, unique):
     topic = f"contracts-{unique}"
     create_topics(kafka, [TopicSpec(topic, 2, 3_600_000)])
-    prod = producer(kafka)
+    out = sender(kafka)
     for record in EXAMPLES:
-        prod.produce(topic, encode(record), key=record.type.encode())
-    flush(prod)
+        out.send(topic, encode(record), record.type.encode())
+    out.flush(30)
     cons = consumer(kafka, [topic])
     try:
         got = [decode(m.value()) for m in messages(cons, timeout_s=30, idle_s=3)]
