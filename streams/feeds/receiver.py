@@ -37,6 +37,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backout.errors import ConfigError, ContractError
 from streams.feeds import argocd, github, otlp, records, remote_write
+from streams.feeds.argocd import ArgoMapping
+from streams.feeds.github import GithubMapping
+from streams.feeds.otlp import OtlpMapping
+from streams.feeds.remote_write import RemoteWriteMapping
 from streams.feeds.cumulative import Cumulatives
 from streams.feeds.parsed import Parsed
 from streams.feeds.publish import Publisher
@@ -62,10 +66,10 @@ class ReceiverConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    otlp: otlp.OtlpMapping = otlp.OtlpMapping()
-    remote_write: remote_write.RemoteWriteMapping = remote_write.RemoteWriteMapping()
-    github: github.GithubMapping = github.GithubMapping()
-    argocd: argocd.ArgoMapping = argocd.ArgoMapping()
+    otlp: OtlpMapping = OtlpMapping()
+    remote_write: RemoteWriteMapping = RemoteWriteMapping()
+    github: GithubMapping = GithubMapping()
+    argocd: ArgoMapping = ArgoMapping()
 
 
 def load_config(path: str | Path | None) -> ReceiverConfig:
