@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/detectors.py --json
 	$(BIN)/python bench/decisions.py --json
 	$(BIN)/python bench/pipeline.py --json
+	$(BIN)/python bench/feeds.py --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -454,3 +454,27 @@ def test_a_15_s_broker_outage_during_a_feed_loses_no_sample(tmp_path, unique):
     assert refused_503 > 0, "the outage should have filled the 2,000-record buffer"
     assert len({r.ts for r in got}) == sent
     assert publisher.counts.value("backout_feed_dropped_total", source="http:/records", reason="buffer full") > 0
+
+
+def test_ingest_file_still_works_as_before_and_deploy_event_takes_typed_targets(settings, tmp_path, unique,
+                                                                               monkeypatch):
+    from click.testing import CliRunner
+
+    from backout.cli import cli
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", settings.bootstrap_servers)
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text(json.dumps({"type": "metric", "ts": 1.7e9, "service": f"file-{unique}", "metric": "requests",
+                                "value": 3}) + "\n")
+    for args in (["ingest", str(feed)], ["ingest", "file", str(feed)]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    assert len(on_topic(settings, topics.METRICS, lambda v: v.get("service") == f"file-{unique}", 2)) == 2
+    result = CliRunner().invoke(cli, ["deploy-event", "--service", f"dep-{unique}", "--version", "v2",
+                                      "--target", "kubernetes", "--namespace", "shop", "--name", "checkout",
+                                      "--container", "app"])
+    assert result.exit_code == 0, result.output
+    got = on_topic(settings, topics.DEPLOYS, lambda v: v.get("service") == f"dep-{unique}", 1)
+    assert got[0]["target"] == {"kind": "kubernetes", "namespace": "shop", "name": "checkout", "container": "app"}
+    refused = CliRunner().invoke(cli, ["deploy-event", "--service", "x", "--version", "v2", "--target", "webhook"])
+    assert refused.exit_code == 1 and "needs field 'url'" in refused.output

@@ -96,7 +96,7 @@ class Publisher:
         from confluent_kafka import Producer
 
         producer = Producer(settings.confluent(**{
-            "linger.ms": 20, "enable.idempotence": False, 
+            "linger.ms": 20, "enable.idempotence": False,
             "queue.buffering.max.messages": max_buffered + BATCH,
         }))
         return cls(Sender(producer), max_buffered, counts)

@@ -38,12 +38,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from backout.errors import ConfigError, ContractError
 from streams.feeds import argocd, github, otlp, records, remote_write
 from streams.feeds.argocd import ArgoMapping
+from streams.feeds.cumulative import Cumulatives
 from streams.feeds.github import GithubMapping
 from streams.feeds.otlp import OtlpMapping
-from streams.feeds.remote_write import RemoteWriteMapping
-from streams.feeds.cumulative import Cumulatives
 from streams.feeds.parsed import Parsed
 from streams.feeds.publish import Publisher
+from streams.feeds.remote_write import RemoteWriteMapping
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 RETRY_AFTER_S = 5
