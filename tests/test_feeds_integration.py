@@ -478,3 +478,21 @@ def test_ingest_file_still_works_as_before_and_deploy_event_takes_typed_targets(
     assert got[0]["target"] == {"kind": "kubernetes", "namespace": "shop", "name": "checkout", "container": "app"}
     refused = CliRunner().invoke(cli, ["deploy-event", "--service", "x", "--version", "v2", "--target", "webhook"])
     assert refused.exit_code == 1 and "needs field 'url'" in refused.output
+
+
+def test_otlp_json_over_http_and_its_partial_success(settings, served, unique):
+    server, _ = served
+    point = {"timeUnixNano": str(int(1.7e18)), "asDouble": 3.0}
+    body = {"resourceMetrics": [
+        {"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": f"oj-{unique}"}}]},
+         "scopeMetrics": [{"metrics": [{"name": "queue.depth", "gauge": {"dataPoints": [point]}}]}]},
+        {"resource": {"attributes": []},
+         "scopeMetrics": [{"metrics": [{"name": "queue.depth", "gauge": {"dataPoints": [point]}}]}]},
+    ]}
+    status, answer = post(f"{server.url}/v1/metrics", json.dumps(body).encode())
+    assert status == 200
+    partial = json.loads(answer)["partialSuccess"]
+    assert partial["rejectedDataPoints"] == "1" and "resource.attributes.service.name" in partial["errorMessage"]
+    got = on_topic(settings, topics.METRICS, lambda v: v.get("service") == f"oj-{unique}", 1)
+    assert [(v["metric"], v["value"], v["ts"]) for v in got] == [("queue_depth", 3.0, 1.7e9)]
+    assert post(f"{server.url}/v1/metrics", b"\x00garbage", content_type="application/x-protobuf")[0] == 400

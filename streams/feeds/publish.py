@@ -30,6 +30,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import Counter as Tally
 from collections.abc import Callable
 from typing import Any
 
@@ -131,8 +132,10 @@ class Publisher:
             if last and on_done is not None:
                 on_done()
 
+        kinds = Tally(record.type for record in parsed.records)
+        for kind, times in kinds.items():
+            self.counts.records.labels(source, kind).inc(times)
         for record in parsed.records:
-            self.counts.records.labels(source, record.type).inc()
             self._queue.put((INPUT_TOPICS[record.type], encode(record), record.service.encode(),
                              int(record.ts * 1000), delivered))
         request_id = request_id or uuid.uuid4().hex[:12]
