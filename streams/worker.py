@@ -2,7 +2,7 @@
 
 Two stages, the same parts as the backtest (:class:`detectors.engine.Engine`):
 
-* the metrics stage (:mod:`streams.monitor_stage`) — metric samples
+* the metrics stage (:mod:`streams.metrics_stage`, on the keyed-state runtime :mod:`streams.runtime`) — metric samples
   (partitioned by service) through one :class:`~detectors.monitor.MetricMonitor`
   per (service, metric), read in batches with confluent-kafka in a thread of
   its own, state checkpointed to a compacted changelog. Anomalies go to
@@ -26,34 +26,19 @@ from typing import Any
 
 import click
 import faust
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backout.contracts import Deploy, Record, dead_letter, decode, encode
 from backout.errors import BackoutError, ContractError
-from backout.settings import KafkaSettings
-from detectors.config import BackoutConfig, load_config
+from backout.settings import KafkaSettings, WorkerSettings, load_config
+from detectors.config import BackoutConfig
 from detectors.decider import Decider
 from streams import topics
-from streams.monitor_stage import MonitorStage
-from streams.telemetry import Telemetry, published_incidents
+from streams.metrics_stage import metrics_consumer
+from streams.published import PublishedActions
+from streams.telemetry import Telemetry
 
 log = logging.getLogger("backout.worker")
 DECIDER_KEY = "decider"
-
-
-class WorkerSettings(BaseSettings):
-    """Worker settings from ``BACKOUT_*`` environment variables (CLI options override)."""
-
-    model_config = SettingsConfigDict(env_prefix="BACKOUT_", frozen=True, extra="ignore")
-
-    app_id: str = "backout"
-    partitions: int = 8
-    store: str = "rocksdb://"
-    data_dir: str = ".backout/worker"
-    web_port: int = 6066
-    config: str | None = None
-    idle_after_s: float = 10.0  # a caught-up metrics partition this long without a sample is declared idle
-    checkpoint_s: float = 5.0  # how often the metrics stage writes changed monitor states (and commits)
 
 
 def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutConfig) -> faust.App:
@@ -77,9 +62,9 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
     live_decider: Decider | None = None  # the decider table's state, unpacked; forgotten at every rebalance
     decider_table = app.Table("decider", default=None, partitions=1)
     telemetry = Telemetry(app)
-    stage = MonitorStage(settings.app_id, settings.partitions, kafka, config, telemetry,
-                         checkpoint_s=settings.checkpoint_s, idle_after_s=settings.idle_after_s)
-    published: set[tuple[str, str]] | None = None  # (incident id, action) already on backout.actions
+    stage = metrics_consumer(settings.app_id, settings.partitions, kafka, config, telemetry,
+                             checkpoint_s=settings.checkpoint_s, idle_after_s=settings.idle_after_s)
+    published = PublishedActions(kafka)
 
     async def send(record: Record, topic: str, wait: bool = False) -> None:
         key = getattr(record, "service", None)
@@ -116,6 +101,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
     async def forget_live_decider(sender: Any, revoked: Any, **_: Any) -> None:
         nonlocal live_decider
         live_decider = None  # another worker may own it next; the table is the truth
+        published.forget()
 
     @app.agent(deploys_topic)
     async def forward_deploys(stream: Any) -> None:
@@ -130,11 +116,10 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
 
     @app.agent(decider_topic)
     async def decide(stream: Any) -> None:
-        nonlocal published, live_decider
+        nonlocal live_decider
         async for event in stream.events():
             consumed(event)
-            if published is None:  # the actions topic is the record of what was already decided
-                published = await published_incidents(kafka)
+            await published.load()  # before the first decision is due, not when it is
             try:
                 record = decode(event.value)
                 decider = live_decider
@@ -154,10 +139,8 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
                 continue
             for out in outputs_:
                 if out.type == "decision":
-                    said = (out.incident_id, out.action)  # a question may later become a rollback
-                    if said in published:
+                    if not await published.first_time(out):
                         continue
-                    published.add(said)
                     telemetry.decision(out)
                     await send(out, topics.ACTIONS, wait=True)
                 elif out.type == "alert":

@@ -11,12 +11,10 @@ from confluent_kafka.admin import ConfigResource
 from backout.cli import cli
 from backout.contracts import decode, encode
 from backout.errors import BackoutError
-from detectors.config import load_config
 from streams import topics
 from streams.admin import AdminClient, create_topics, existing_topics
 from streams.kafka import consumer, messages, sender
-from streams.monitor_stage import MonitorStage
-from streams.telemetry import Telemetry
+from streams.runtime.keyed import Clients
 from streams.topics import TopicSpec, specs
 from tests.test_contracts import EXAMPLES
 
@@ -79,14 +77,13 @@ def test_ingest_dead_letters_bad_lines_and_keeps_going(kafka, monkeypatch, tmp_p
     assert "field 'value'" in mine[0]["reason"] and mine[1]["reason"].startswith("not JSON")
 
 
-def test_the_metrics_stage_refuses_a_changelog_with_other_partitions(kafka, unique):
-    stage = MonitorStage(f"app-{unique}", 3, kafka, load_config(None), Telemetry(None))
-    stage._create_changelog()  # created compacted, with the metrics topic's partitions; idempotent
-    stage._create_changelog()
+def test_the_runtime_refuses_a_changelog_with_other_partitions(kafka, unique):
+    clients, changelog = Clients(kafka), f"app-{unique}-monitors-changelog"
+    clients.changelog(changelog, 3)  # created compacted, with the input topic's partitions; idempotent
+    clients.changelog(changelog, 3)
     admin = AdminClient(kafka.confluent())
-    assert existing_topics(admin)[stage.changelog] == 3
-    (described,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, stage.changelog)]).values()
+    assert existing_topics(admin)[changelog] == 3
+    (described,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, changelog)]).values()
     assert described.result(30)["cleanup.policy"].value == "compact"  # one state per key survives
-    other = MonitorStage(f"app-{unique}", 4, kafka, load_config(None), Telemetry(None))
-    with pytest.raises(BackoutError, match=r"has 3 partitions, the metrics stage expects 4 \(BACKOUT_PARTITIONS\)"):
-        other._create_changelog()
+    with pytest.raises(BackoutError, match=r"has 3 partitions, the stage expects 4 \(BACKOUT_PARTITIONS\)"):
+        clients.changelog(changelog, 4)

@@ -8,42 +8,12 @@ import time
 from confluent_kafka import KafkaError
 
 from streams.runtime.sender import Sender
-
-
-class FakeProducer:
-    """Stands in for confluent-kafka's Producer: queues delivery reports until ``poll``."""
-
-    def __init__(self, room: int = 1_000_000, errors: list[int | None] | None = None) -> None:
-        self.room = room
-        self.errors = list(errors or [])  # the outcome of each produce, in order (None: delivered)
-        self.sent: list[tuple[str, bytes | None, bytes | None, int]] = []
-        self._reports: list = []
-
-    def produce(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0) -> None:
-        if len(self._reports) >= self.room:
-            raise BufferError("Local: Queue full")
-        self.sent.append((topic, value, key, partition))
-        code = self.errors.pop(0) if self.errors else None
-        self._reports.append((on_delivery, None if code is None else KafkaError(code), Delivered(partition)))
-
-    def poll(self, timeout: float = 0) -> int:
-        reports, self._reports = self._reports, []
-        for callback, error, msg in reports:
-            callback(error, msg)
-        return len(reports)
-
-
-class Delivered:
-    def __init__(self, partition: int) -> None:
-        self._partition = 3 if partition < 0 else partition
-
-    def partition(self) -> int:
-        return self._partition
+from tests.fakes import FakeProducer
 
 
 def test_a_full_local_queue_is_waited_for_and_counted_not_dropped():
     waits: list[int] = []
-    producer = FakeProducer(room=2)
+    producer = FakeProducer(auto=True, room=2)
     sender = Sender(producer, on_backpressure=lambda: waits.append(1))
     for i in range(5):
         sender.send("t", b"%d" % i)
@@ -54,7 +24,8 @@ def test_a_full_local_queue_is_waited_for_and_counted_not_dropped():
 
 def test_a_transient_refusal_is_sent_again_later_on_the_same_partition_and_only_then_done():
     done: list[str] = []
-    producer = FakeProducer(errors=[KafkaError._MSG_TIMED_OUT])
+    producer = FakeProducer(auto=True)
+    producer.errors = [KafkaError._MSG_TIMED_OUT]
     sender = Sender(producer, resend_s=0.2)
     sender.send("backout.anomalies", b"a", b"checkout", on_done=lambda: done.append("a"))
     sender.poll()
@@ -71,7 +42,8 @@ def test_a_transient_refusal_is_sent_again_later_on_the_same_partition_and_only_
 def test_a_permanent_refusal_is_counted_and_reported_done():
     refused: list[str] = []
     done: list[int] = []
-    producer = FakeProducer(errors=[KafkaError.MSG_SIZE_TOO_LARGE])
+    producer = FakeProducer(auto=True)
+    producer.errors = [KafkaError.MSG_SIZE_TOO_LARGE]
     sender = Sender(producer, on_refused=refused.append)
     sender.send("backout.deadletter", b"x" * 10, on_done=lambda: done.append(1))
     sender.flush(5)
