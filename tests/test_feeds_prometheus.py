@@ -99,3 +99,4 @@ def test_bad_configs_name_the_key(tmp_path, text, message):
 def test_a_changed_query_has_a_new_key():
     assert Q.key != Query(metric="error_rate", query="sum by (service) (other)").key
     assert Q.key == Query(metric="error_rate", query="sum by (service) (...)").key
+

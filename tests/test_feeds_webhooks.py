@@ -183,3 +183,12 @@ def test_targets_are_checked_by_kind(kind, fields, message):
     else:
         with pytest.raises(Exception, match=message):
             target(kind, fields)
+
+
+def test_the_receivers_example_config_loads():
+    from streams.feeds.receiver import load_config as load_receiver_config
+
+    config = load_receiver_config(Path(__file__).parent.parent / "examples" / "ingest-http.yaml")
+    assert config.github.rules[0].target == {"kind": "kubernetes", "namespace": "shop", "name": "checkout",
+                                             "container": "app"}
+    assert config.otlp.rename == {"app.health": "health"} and config.argocd.rules[0].version == "image"
