@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "approve": (None, "Approve a pending rollback of an incident."),
     "deny": (None, "Deny a pending rollback of an incident."),
     "deploy-event": ("streams.ingest:deploy_event", "Publish one deployment event to the deploys topic."),
-    "ingest": ("streams.ingest:ingest", "Publish a JSON Lines file of metric and deploy records to their topics."),
+    "ingest": ("streams.feeds.cli:ingest", "Feed records in: a JSON Lines file, the HTTP receiver (OTLP, remote write, webhooks) or Prometheus."),
     "watch": ("streams.feeds.kubernetes:watch", "Watch a platform (kubernetes) and publish its rollouts as deploys."),
     "incident": (None, "Replay the topics into the timeline of one incident."),
     "notify": ("actions.notify:notify", "Post every alert to Slack and/or a JSON webhook, with approve/deny links."),
