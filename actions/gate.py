@@ -127,7 +127,11 @@ class Execute:
 
 @dataclass(frozen=True)
 class Verify:
-    """Start the recovery test (:class:`detectors.recovery.Recovery`) and feed its verdict back."""
+    """Start the recovery test (:class:`detectors.recovery.Recovery`) and feed its verdict back.
+
+    Feed it the service's samples from the earliest blamed ``onset_ts`` on: those before
+    ``executed_ts`` teach it the metric's noise (on ``backout.metrics``, read from the offsets
+    of that time)."""
 
     incident_id: str
     service: str
@@ -159,7 +163,7 @@ class _Incident:
     from_version: str | None = None
     to_version: str | None = None
     version: str | None = None  # of the blamed deploy
-    blamed: list[list[Any]] = field(default_factory=list)  # [metric, baseline, shifted]
+    blamed: list[list[Any]] = field(default_factory=list)  # [metric, baseline, shifted, onset_ts]
     deadline_ts: float | None = None  # of the question, or of an early answer
     answer: list[Any] | None = None  # [approved, by, ts]
     started_ts: float | None = None  # Execute returned
@@ -249,18 +253,19 @@ class ServiceGate:
         inc.actions.append(d.action)
         inc.decision = d.model_dump(mode="json")
         inc.from_version, inc.to_version, inc.version = d.from_version, d.to_version, version
-        inc.blamed = [[b.metric, b.baseline, b.shifted] for b in blamed]
+        inc.blamed = [[b.metric, b.baseline, b.shifted, b.onset_ts] for b in blamed]
         if d.action == "escalate":
             return self._close_escalated(key, inc, d.ts, early)
-        refusal = self._unsafe(key, d)
-        if refusal is not None:
-            return self._refuse(key, inc, d.ts, refusal)
         if early is not None:  # answered before the question was read: the answer stands
             inc.phase, inc.answer = "asking", early
             return self._answered(key, inc, bool(early[0]), str(early[1]), d.ts)
+        held = d.action == "rollback" and self._in_cooldown(d.ts)
+        refusal = self._unsafe(key, d, acting=d.action == "rollback" and not held)
+        if refusal is not None:
+            return self._refuse(key, inc, d.ts, refusal)
         if d.action == "request_approval":
             return self._ask(inc, d.ts)
-        if self._in_cooldown(d.ts):
+        if held:
             assert self._last_rollback_ts is not None
             text = wording.cooldown(self.service, key, d.ts - self._last_rollback_ts, self.settings.cooldown_s)
             if inc.phase != "asking":
@@ -278,8 +283,8 @@ class ServiceGate:
             return []  # the decider's alert said it
         return [self._answer_ignored(key, bool(early[0]), str(early[1]), ts, wording.why_escalated())]
 
-    def _unsafe(self, key: str, d: Decision) -> str | None:
-        """Why this decision must not be executed now, or None."""
+    def _unsafe(self, key: str, d: Decision, acting: bool = True) -> str | None:
+        """Why this decision must not be executed (``acting``: now; else: ever), or None."""
         try:
             self._rollback_of(d)
         except ExecutionFailed as exc:
@@ -290,7 +295,7 @@ class ServiceGate:
             return wording.version_moved(self.service, self._running[1], d.from_version)
         other = next((k for k, inc in sorted(self._incidents.items()) if inc.phase == "executing" and k != key),
                      None)
-        if other is not None:
+        if acting and other is not None:
             return wording.rollback_in_progress(self.service, other)
         return None
 
@@ -385,7 +390,8 @@ class ServiceGate:
                 self._close(inc, "executed", v.ts)
                 return [v, Alert(ts=v.ts, incident_id=key, severity="warning",
                                  text=wording.nothing_to_verify(self.service, to_version))]
-            blamed = tuple(Blamed(str(m), float(b), float(s)) for m, b, s in inc.blamed)
+            blamed = tuple(Blamed(str(m), float(b), float(s), None if t is None else float(t))
+                           for m, b, s, t in inc.blamed)
             text = wording.executed(self.service, to_version, took_s, self.settings.verify_within_s)
             return [v, Alert(ts=v.ts, incident_id=key, severity="info", text=text),
                     Verify(key, self.service, inc.version, v.ts, self.settings.verify_within_s, blamed)]
