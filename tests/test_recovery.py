@@ -7,6 +7,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backout.contracts import Decision, Metric
 from backout.errors import ConfigError, ContractError, DuplicateSample, OutOfOrderSample
@@ -211,3 +213,17 @@ def test_blamed_of_reads_the_latest_shift_of_each_metric():
                  evidence=[anomaly, worse, {"kind": "anomaly", "metric": "latency_p95", "baseline": "fast"},
                            {"kind": "deploy", "deploy_id": "d-9", "version": "v2.15.1", "ts": T0 - 400}])
     assert blamed_of(d) == ("v2.15.1", (Blamed("error_rate", 0.005, 0.05, onset_ts=T0 - 300),))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["error_rate", "latency_p95"]), st.floats(0.0, 0.08),
+                          st.sampled_from([0, 20, 2000])), max_size=50))
+def test_state_round_trip_changes_nothing(samples):
+    plain, tripped = recovery(ERR, LAT), recovery(ERR, LAT)
+    for i, (metric, value, count) in enumerate(samples):
+        sample = Metric(ts=ONSET + 7 * (i + 1), service="checkout", metric=metric,
+                        value=value if metric == "error_rate" else 0.1 + 10 * value, count=count)
+        tripped = Recovery.from_state(json.loads(json.dumps(tripped.to_state())), DEFAULT_SPECS)
+        assert plain.update(sample) == tripped.update(sample)
+        assert plain.to_state() == tripped.to_state()
+    assert plain.tick(T0 + 400) == tripped.tick(T0 + 400)
