@@ -200,3 +200,12 @@ def why_unknown(service: str, waited_s: float) -> str:
 
 def why_too_many(service: str, limit: int) -> str:
     return f"{limit} approvals already wait for decisions of {service} that have not arrived"
+
+
+def answer_refused(approved: bool, by: str, incident: str, why: str) -> str:
+    return f"{by}'s {'approval' if approved else 'denial'} of {incident} would change nothing, so it was not sent: {why}."
+
+
+def unknown_incident(incident: str, topic: str) -> str:
+    return (f"no decision on {topic} carries incident {incident!r}: "
+            "`backout incident list` shows the open ones")
