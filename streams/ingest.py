@@ -10,11 +10,12 @@ from typing import IO
 import click
 
 from backout.contracts import Deploy, Target, dead_letter, decode, encode
-from backout.errors import ContractError
+from backout.errors import ContractError, UnexpectedRecord
 from backout.settings import KafkaSettings
+from detectors.engine import require_input
 from streams import topics
 from streams.kafka import publish, sender
-from streams.replay import INPUT_TOPICS, publish_inputs
+from streams.replay import publish_inputs
 
 
 @click.command()
@@ -32,10 +33,8 @@ def ingest(source: IO[str]) -> None:
         if not line.strip():
             continue
         try:
-            record = decode(line)
-            if record.type not in INPUT_TOPICS:
-                raise ContractError(f"field 'type': got {record.type!r}, expected 'metric' or 'deploy'")
-        except ContractError as exc:
+            record = require_input(decode(line))
+        except (ContractError, UnexpectedRecord) as exc:
             counts["bad"] += 1
             click.echo(f"line {number}: {exc}", err=True)
             out.send(topics.DEADLETTER, encode(dead_letter(line.encode(), str(exc), f"file:{source.name}", -1,
