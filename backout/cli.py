@@ -23,12 +23,12 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "backtest": ("streams.backtest:backtest", "Replay a JSON Lines file through the core and print its decisions."),
     "simulate": ("streams.simulate:simulate", "Write realistic labelled scenarios as JSON Lines."),
     "demo": ("streams.demo:demo", "Catch a bad deploy end to end on an embedded broker."),
-    "approve": (None, "Approve a pending rollback of an incident."),
-    "deny": (None, "Deny a pending rollback of an incident."),
+    "approve": ("actions.approvals:approve", "Approve a pending rollback of an incident."),
+    "deny": ("actions.approvals:deny", "Deny a pending rollback of an incident."),
     "deploy-event": ("streams.ingest:deploy_event", "Publish one deployment event to the deploys topic."),
     "ingest": ("streams.feeds.cli:ingest", "Feed records in: a JSON Lines file, the HTTP receiver (OTLP, remote write, webhooks) or Prometheus."),
     "watch": ("streams.feeds.kubernetes:watch", "Watch a platform (kubernetes) and publish its rollouts as deploys."),
-    "incident": (None, "Replay the topics into the timeline of one incident."),
+    "incident": ("actions.approvals:incident", "List open and recent incidents, or show one's timeline."),
     "notify": ("actions.notify:notify", "Post every alert to Slack and/or a JSON webhook, with approve/deny links."),
 }
 

@@ -104,6 +104,7 @@ class Approval(Record):
     incident_id: NonEmpty
     approved: bool
     by: NonEmpty
+    service: str | None = None  # the incident's: approvals are keyed (partitioned) by it, as decisions are
 
 
 class Verification(Record):

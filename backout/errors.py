@@ -9,6 +9,8 @@
     │   ├── UnknownMetric        a metric the configuration has no spec for
     │   └── UnexpectedRecord     a record of a type this stage does not take
     ├── BrokerError              the Kafka broker cannot be started or reached
+    ├── UnknownIncident          no decision on the actions topic carries this incident id
+    ├── AnswerRefused            an approval or denial that would change nothing
     └── NotBuiltYet              a CLI command whose feature has not landed
 
 The CLI prints ``str(error)`` as one red line and exits 1; messages say what
@@ -50,6 +52,14 @@ class UnexpectedRecord(SampleRejected):
 
 class BrokerError(BackoutError):
     """The Kafka broker cannot be started or reached."""
+
+
+class UnknownIncident(BackoutError):
+    """No decision on the actions topic carries this incident id."""
+
+
+class AnswerRefused(BackoutError):
+    """An approval or denial the gate would ignore (answered, executed, escalated, timed out)."""
 
 
 class NotBuiltYet(BackoutError):

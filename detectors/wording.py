@@ -175,3 +175,141 @@ def approval(what: str, version: str, service: str, ago_s: float, lag_s: float, 
     return (f"{what} after the deployment of {version} to {service} {duration(ago_s)} ago "
             f"(the shift began {duration(lag_s)} after it).{why} "
             f"I recommend rolling back to {target}. Should I proceed?")
+
+
+# -- after the decision: recovery (detectors.recovery) and the approval gate (actions.gate) ------
+
+
+def _lower(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def recovered(changes: list[tuple[str, float, float]], within_s: float, version: str | None) -> str:
+    """'Error rate dropped from 5% back to 0.5% within two minutes of the rollback. The deploy of
+    v2.15.1 was the cause.' ``changes``: (metric, shifted level, level after the rollback)."""
+    parts = [f"{label(m) if i == 0 else _lower(label(m))} {'dropped' if after < before else 'rose'} "
+             f"from {value(m, before)} back to {value(m, after)}" for i, (m, before, after) in enumerate(changes)]
+    text = f"{' and '.join(parts)} within {duration(within_s)} of the rollback."
+    return text + (f" The deploy of {version} was the cause." if version else "")
+
+
+def not_recovered(still: list[tuple[str, float, float | None]], within_s: float, version: str | None) -> str:
+    """One sentence per metric that did not come back: (metric, baseline, level since the rollback,
+    None when no sample arrived)."""
+    before = f"before the deploy of {version}" if version else "before the deploy"
+    out = []
+    for m, baseline, level in still:
+        if level is None:
+            out.append(f"No samples of {_lower(label(m))} arrived in the {duration(within_s)} after the "
+                       "rollback: its recovery cannot be shown.")
+        else:
+            out.append(f"{label(m)} is still {value(m, level)} ({value(m, baseline)} {before}) "
+                       f"{duration(within_s)} after the rollback.")
+    return " ".join(out)
+
+
+def executing(service: str, from_version: str | None, to_version: str, kind: str, by: str | None) -> str:
+    why = f"approved by {by}" if by else "automatically"
+    start = f" from {from_version}" if from_version else ""
+    return f"Rolling back {service}{start} to {to_version} ({kind} target), {why}."
+
+
+def executed(service: str, to_version: str, took_s: float, verify_within_s: float) -> str:
+    return (f"Rolled back {service} to {to_version} in {duration(took_s)}; checking for "
+            f"{duration(verify_within_s)} that the blamed metrics recover.")
+
+
+def nothing_to_verify(service: str, to_version: str) -> str:
+    return (f"Rolled back {service} to {to_version}, but the decision blamed no metric to watch: "
+            "a human must check that it recovered.")
+
+
+def rollback_failed(service: str, to_version: str, detail: str) -> str:
+    return (f"The rollback of {service} to {to_version} failed: {detail.rstrip('.')}. "
+            "A human must act; Backout will not try again for this incident.")
+
+
+def rollback_verified(detail: str) -> str:
+    return f"{detail} Recovery verified."
+
+
+def rollback_not_recovered(service: str, detail: str) -> str:
+    return (f"{detail} The rollback did not fix {service}: escalating to a human. "
+            "Backout will not roll it back again for this incident.")
+
+
+def denied(service: str, to_version: str, by: str) -> str:
+    return f"{by} denied rolling back {service} to {to_version}: not acting. The incident is with a human now."
+
+
+def approval_timed_out(service: str, to_version: str, waited_s: float) -> str:
+    return (f"No one answered within {duration(waited_s)} whether to roll back {service} to {to_version}: "
+            "escalating to a human. Later approvals of this incident are ignored.")
+
+
+def cooldown(service: str, incident: str, ago_s: float, cooldown_s: float) -> str:
+    return (f"{service} was rolled back {duration(ago_s)} ago, and Backout rolls a service back "
+            f"automatically at most once in {duration(cooldown_s)}: asking a human instead. "
+            f"Answer with `backout approve {incident}` or `backout deny {incident}`.")
+
+
+def version_moved(service: str, running: str, blamed: str) -> str:
+    return (f"Not rolling back {service}: it runs {running} now, not {blamed} that the decision blamed; "
+            "someone already acted.")
+
+
+def target_rolled_back(service: str, to_version: str) -> str:
+    return (f"Not rolling back {service} to {to_version}: that version was itself rolled back before, so it "
+            "is not a safe one to return to. A human must choose.")
+
+
+def rollback_in_progress(service: str, other: str) -> str:
+    return (f"Not rolling back {service} now: another rollback of it ({other}) is in progress. "
+            "A human must look.")
+
+
+def cannot_roll_back(service: str, detail: str) -> str:
+    return f"Not rolling back {service}: {detail.rstrip('.')}. A human must act."
+
+
+def answer_ignored(approved: bool, by: str, incident: str, why: str) -> str:
+    """'alice's approval of inc-… changes nothing: the rollback to v2.15.0 already ran automatically.'"""
+    return f"{by}'s {'approval' if approved else 'denial'} of {incident} changes nothing: {why}."
+
+
+def why_ran(to_version: str, by: str | None) -> str:
+    return (f"the rollback to {to_version} was already approved by {by}" if by else
+            f"the rollback to {to_version} already ran automatically, superseding the question")
+
+
+def why_answered(approved: bool, by: str) -> str:
+    return f"{by} already {'approved' if approved else 'denied'} it, and the first answer counts"
+
+
+def why_timed_out(ago_s: float) -> str:
+    return f"the question timed out {duration(ago_s)} ago and was escalated to a human"
+
+
+def why_escalated() -> str:
+    return "Backout escalated it to a human; there is no rollback to approve"
+
+
+def why_refused(reason: str) -> str:
+    return f"the rollback was refused ({_lower(reason.rstrip('.'))})"
+
+
+def why_unknown(service: str, waited_s: float) -> str:
+    return f"no decision of {service} with this incident id arrived within {duration(waited_s)}"
+
+
+def why_too_many(service: str, limit: int) -> str:
+    return f"{limit} approvals already wait for decisions of {service} that have not arrived"
+
+
+def answer_refused(approved: bool, by: str, incident: str, why: str) -> str:
+    return f"{by}'s {'approval' if approved else 'denial'} of {incident} would change nothing, so it was not sent: {why}."
+
+
+def unknown_incident(incident: str, topic: str) -> str:
+    return (f"no decision on {topic} carries incident {incident!r}: "
+            "`backout incident list` shows the open ones")
