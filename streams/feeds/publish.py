@@ -96,7 +96,7 @@ class Publisher:
         """A publisher with its own producer, whose local queue holds the whole buffer."""
         from confluent_kafka import Producer
 
-        producer = Producer(settings.confluent(**{
+        producer = Producer(settings.producer(**{
             "linger.ms": 20, "enable.idempotence": False,
             "queue.buffering.max.messages": max_buffered + BATCH,
         }))
