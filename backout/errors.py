@@ -7,6 +7,7 @@
     │   ├── DuplicateSample      same (service, metric, ts) seen already
     │   └── OutOfOrderSample     older than the newest sample of its stream
     ├── BrokerError              the Kafka broker cannot be started or reached
+    ├── UnknownIncident          no incident of that id in the records read
     └── NotBuiltYet              a CLI command whose feature has not landed
 
 The CLI prints ``str(error)`` as one red line and exits 1; messages say what
@@ -44,3 +45,7 @@ class BrokerError(BackoutError):
 
 class NotBuiltYet(BackoutError):
     """A command whose feature has not landed yet."""
+
+
+class UnknownIncident(BackoutError):
+    """No incident of that id (or prefix) in the records read."""
