@@ -28,20 +28,30 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "deny": (None, "Deny a pending rollback of an incident."),
     "deploy-event": ("streams.ingest:deploy_event", "Publish one deployment event to the deploys topic."),
     "ingest": ("streams.ingest:ingest", "Publish a JSON Lines file of metric and deploy records to their topics."),
-    "incident": (None, "Replay the topics into the timeline of one incident."),
+    "incident": ("streams.incidents:incident", "Replay the topics into incident timelines and reports."),
+    "mcp": ("backout.mcp_server:mcp", "Serve incidents, decisions and backtests to AI assistants (MCP)."),
+}
+
+# the subcommands of 'backout topics', the same way
+TOPICS_COMMANDS: dict[str, tuple[str | None, str]] = {
+    "create": ("backout.cli:topics_create", "Create every topic Backout uses; existing ones are left alone."),
+    "dump": ("streams.dump:dump", "Write the topics to JSON Lines on stdout, in event-time order."),
+    "replay": ("streams.dump:replay", "Publish a JSON Lines dump back to its topics."),
 }
 
 
 class LazyGroup(click.Group):
-    """A group whose commands are imported on first use."""
+    """A group whose commands (its ``table``) are imported on first use."""
+
+    table = COMMANDS
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        return list(self.table)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in COMMANDS:
+        if cmd_name not in self.table:
             return None
-        target, help_text = COMMANDS[cmd_name]
+        target, help_text = self.table[cmd_name]
         if target is None:
             return _not_built(cmd_name, help_text)
         module_name, attr = target.split(":")
@@ -52,7 +62,7 @@ class LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List commands from the table, without importing them."""
         with formatter.section("Commands"):
-            formatter.write_dl([(name, help_text) for name, (_, help_text) in COMMANDS.items()])
+            formatter.write_dl([(name, help_text) for name, (_, help_text) in self.table.items()])
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -103,12 +113,16 @@ def broker(host: str, port: int) -> None:
     sys.exit(code)
 
 
-@click.group()
+class TopicsGroup(LazyGroup):
+    table = TOPICS_COMMANDS
+
+
+@click.group(cls=TopicsGroup)
 def topics() -> None:
     """Manage Backout's topics on the broker at KAFKA_BOOTSTRAP_SERVERS."""
 
 
-@topics.command("create")
+@click.command("create")
 @click.option("--partitions", default=8, show_default=True, type=click.IntRange(1, 1024),
               help="Partitions per public topic (the internal decider topic always has one).")
 @click.option("--retention-hours", default=168.0, show_default=True, type=click.FloatRange(min=0.01),
