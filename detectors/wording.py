@@ -217,3 +217,21 @@ def headline(service: str, version: str | None, what: str | None, status: str, t
         "escalated": "escalated to a human",
     }.get(status, status.replace("_", " "))
     return f"{head}; {tail}."
+
+
+NO_INCIDENT = "No incident in the records read."
+NOT_ASKED = "Not asked: the decision did not wait for an approval."
+NO_ANSWER_YET = "No answer yet."
+DEPLOY_FROM_EVIDENCE = ("The deploy record was not among the records read; its details come from the "
+                        "decision's evidence.")
+
+
+def day(ts: float) -> str:
+    """'2023-11-14' (UTC)."""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d")
+
+
+def span(from_ts: float, to_ts: float) -> str:
+    """'Event times in UTC, from 2023-11-14 22:13:20 UTC; records read up to 2023-11-14 22:20:00 UTC.'"""
+    return (f"Event times in UTC, from {day(from_ts)} {clock(from_ts)}; records read up to "
+            f"{day(to_ts)} {clock(to_ts)}.")
