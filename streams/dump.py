@@ -10,16 +10,17 @@ all of them. The leading underscore keeps the name clear of record fields
 
 Lines are written in event-time order (``ts``, then topic, partition and
 offset), which is the order a backtest wants; ``--from`` / ``--to`` select by
-event time too. The topics are read to their end as of the start of the dump.
+event time too. Each topic is read until caught up (:func:`streams.kafka.read_to_end`).
 
 Replay publishes each line to its ``_topic`` (or, for a line without one, the
 topic of its ``type``: a ``backout simulate`` file replays too), keyed as the
-product keys it (:func:`streams.topics.key_of`), with its event time
-untouched: ``ts`` travels in the value. The Kafka timestamp is the replay's
-own, so that the topics' retention counts from the replay, not from the
-incident. Records are validated against their contract first; a bad line is
-reported with its number, counted and sent to the dead letter topic, like
-``backout ingest`` does.
+product keys it (:func:`streams.topics.key_of`), with its event time kept:
+``ts`` is unchanged and the Kafka timestamp is stamped with it, as
+:func:`streams.kafka.publish` does. (So a broker deletes replayed records older
+than the topic's retention soon after: give a staging topic a longer
+``--retention-hours`` to replay an old incident.) Records are validated
+against their contract first; a bad line is reported with its number, counted
+and sent to the dead letter topic, like ``backout ingest`` does.
 """
 
 from __future__ import annotations
@@ -28,81 +29,39 @@ import json
 import re
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import IO
 
 import click
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import KafkaException, Message
+from confluent_kafka.admin import AdminClient
 
-from backout.contracts import decode, encode
+from backout.contracts import Record, dead_letter, decode, encode
 from backout.errors import BrokerError, ContractError
 from backout.settings import KafkaSettings
 from streams import topics
-from streams.deadletter import envelope
-from streams.kafka import flush, producer
+from streams.kafka import read_to_end, sender
+from streams.runtime.sender import Sender
 
 TOPIC_FIELD = "_topic"
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # Kafka's own rule
 
 
-def read_to_end(settings: KafkaSettings, names: Iterable[str], stall_s: float = 30.0) -> Iterator[Message]:
-    """Every message of ``names`` from the beginning until each partition is caught up.
-
-    A partition is done at the end-of-partition event the consumer raises when
-    it has fetched all there is, not at the end ListOffsets reports: the
-    embedded tansu broker answers ListOffsets with the last *batch's* base
-    offset + 1, short of the end whenever that batch held several records.
-    That end is still a floor (an end-of-partition before it is not the end).
-    Nothing is committed (a throwaway group). Raises :class:`BrokerError` for
-    a topic the broker does not have, or when nothing arrives for ``stall_s``
-    while a partition is not done.
-    """
+def read_topics(settings: KafkaSettings, names: Iterable[str]) -> Iterator[Message]:
+    """Every record of ``names``, each topic read to its end; :class:`BrokerError` for a missing one."""
     names = list(names)
-    cons = Consumer(settings.confluent(**{
-        "group.id": f"backout-dump-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-        "enable.partition.eof": True, "auto.offset.reset": "earliest",
-    }))
     try:
-        try:
-            meta = cons.list_topics(timeout=10)
-        except Exception as exc:  # KafkaException: the broker is not there
-            raise BrokerError(f"cannot list topics at {settings.bootstrap_servers}: {exc}") from None
-        missing = [n for n in names if n not in meta.topics or meta.topics[n].error is not None]
-        if missing:
-            raise BrokerError(f"no topic {', '.join(missing)} at {settings.bootstrap_servers} "
-                              "(create them with 'backout topics create')")
-        floors: dict[tuple[str, int], int] = {}
-        start = []
-        for name in names:
-            for partition in sorted(meta.topics[name].partitions):
-                low, high = cons.get_watermark_offsets(TopicPartition(name, partition), timeout=10)
-                if high > low:  # else empty
-                    floors[(name, partition)] = high
-                    start.append(TopicPartition(name, partition, low))
-        cons.assign(start)
-        last = time.monotonic()
-        while floors:
-            msg = cons.poll(0.5)
-            if msg is None:
-                if time.monotonic() - last > stall_s:
-                    short = ", ".join(f"{t}[{p}]" for t, p in sorted(floors))
-                    raise BrokerError(f"no record for {stall_s:.0f} s while {short} had not reached its end")
-                continue
-            last = time.monotonic()
-            where = (msg.topic() or "", msg.partition() or 0)
-            error = msg.error()
-            if error is None:
-                if where in floors:
-                    yield msg
-            elif error.code() != KafkaError._PARTITION_EOF:
-                raise BrokerError(f"reading {where[0]}[{where[1]}] failed: {error}")
-            elif where in floors and (msg.offset() or 0) >= floors[where]:
-                del floors[where]
-    finally:
-        cons.close()
+        present = AdminClient(settings.confluent()).list_topics(timeout=10).topics
+    except KafkaException as exc:
+        raise BrokerError(f"cannot list topics at {settings.bootstrap_servers}: {exc}") from None
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise BrokerError(f"no topic {', '.join(missing)} at {settings.bootstrap_servers} "
+                          "(create them with 'backout topics create')")
+    for name in names:
+        yield from read_to_end(settings, name)
 
 
 def parse_ts(text: str) -> float:
@@ -134,7 +93,7 @@ def dump_lines(messages: Iterable[Message], from_ts: float | None = None, to_ts:
         ts = data.get("ts") if isinstance(data, dict) else None
         if not isinstance(ts, int | float) or isinstance(ts, bool):
             if on_skip is not None:
-                on_skip(f"{where}: not a JSON record with a numeric 'ts'; left out (see backout.deadletter)")
+                on_skip(f"{where}: not a JSON record with a numeric 'ts'; left out (the worker dead-letters it)")
             continue
         if (from_ts is not None and ts < from_ts) or (to_ts is not None and ts > to_ts):
             continue
@@ -146,7 +105,7 @@ def dump_lines(messages: Iterable[Message], from_ts: float | None = None, to_ts:
     return [r[4] for r in rows]
 
 
-def replay_lines(prod: Producer, lines: Iterable[str | bytes], rename: dict[str, str] | None = None,
+def replay_lines(out: Sender, lines: Iterable[str | bytes], rename: dict[str, str] | None = None,
                  source: str = "file", on_bad: Callable[[int, str], None] | None = None) -> Counter[str]:
     """Publish dump lines to their topics (renamed through ``rename``); count them by topic and 'bad'."""
     rename = rename or {}
@@ -155,25 +114,27 @@ def replay_lines(prod: Producer, lines: Iterable[str | bytes], rename: dict[str,
         if not line.strip():
             continue
         try:
-            topic, key, value = _destination(line)
+            topic, record = _destination(line)
         except ContractError as exc:
             counts["bad"] += 1
             if on_bad is not None:
                 on_bad(number, str(exc))
             raw = line if isinstance(line, bytes) else line.encode()
-            _produce(prod, rename.get(topics.DEADLETTER, topics.DEADLETTER), None,
-                     envelope(raw, str(exc), f"file:{source}", -1, number, time.time()))
+            letter = dead_letter(raw, str(exc), f"file:{source}", -1, number, time.time())
+            out.send(rename.get(topics.DEADLETTER, topics.DEADLETTER), encode(letter))
+            out.poll()
             continue
         topic = rename.get(topic, topic)
-        _produce(prod, topic, key, value)
+        out.send(topic, encode(record), topics.key_of(record.model_dump()), timestamp_ms=int(record.ts * 1000))
+        out.poll()
         counts[topic] += 1
     return counts
 
 
-def _destination(line: str | bytes) -> tuple[str, bytes | None, bytes]:
-    """(topic, key, value) of one dump line; :class:`ContractError` if it cannot be published.
+def _destination(line: str | bytes) -> tuple[str, Record]:
+    """Where one dump line goes, and its record; :class:`ContractError` if it cannot be published.
 
-    The record's type says what it is (how it is validated and keyed); ``_topic``
+    The record's type says what it is (its contract and its key); ``_topic``
     where it goes, which may be any topic name, but not another record type's
     Backout topic.
     """
@@ -193,20 +154,7 @@ def _destination(line: str | bytes) -> tuple[str, bytes | None, bytes]:
         raise ContractError(f"field 'type': got {kind!r}, expected one of {', '.join(topics.OF_TYPE)}")
     if topic in topics.ALL and topic != home:
         raise ContractError(f"field '{TOPIC_FIELD}': a {kind} record belongs on {home}, not {topic}")
-    if kind == "deadletter":  # an envelope, not a record: kept as it is
-        return topic, None, json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-    record = decode(json.dumps(data))
-    return topic, topics.key_of(data), encode(record)
-
-
-def _produce(prod: Producer, topic: str, key: bytes | None, value: bytes) -> None:
-    while True:
-        try:
-            prod.produce(topic, value, key=key)
-            break
-        except BufferError:  # local queue full: let it drain
-            prod.poll(0.1)
-    prod.poll(0)
+    return topic, decode(json.dumps(data))
 
 
 def _rename_option(values: tuple[str, ...]) -> dict[str, str]:
@@ -240,7 +188,7 @@ def dump(names: tuple[str, ...], from_text: str | None, to_text: str | None) -> 
         skipped += 1
         click.echo(reason, err=True)
 
-    lines = dump_lines(read_to_end(KafkaSettings(), names or topics.ALL), from_ts, to_ts, on_skip)
+    lines = dump_lines(read_topics(KafkaSettings(), names or topics.ALL), from_ts, to_ts, on_skip)
     out: IO[bytes] = sys.stdout.buffer
     for line in lines:
         out.write(line + b"\n")
@@ -262,13 +210,13 @@ def replay(file: IO[bytes], rename: tuple[str, ...]) -> None:
     def on_bad(number: int, reason: str) -> None:
         click.echo(f"line {number}: {reason}", err=True)
 
-    prod = producer(KafkaSettings())
-    counts = replay_lines(prod, file, _rename_option(rename), getattr(file, "name", "stdin"), on_bad)
-    flush(prod)
+    out = sender(KafkaSettings())
+    counts = replay_lines(out, file, _rename_option(rename), getattr(file, "name", "stdin"), on_bad)
+    out.flush(60)
     bad = counts.pop("bad", 0)
     per_topic = ", ".join(f"{n} to {t}" for t, n in sorted(counts.items())) or "nothing"
     click.echo(f"replayed {per_topic}; {bad} bad lines dead-lettered", err=True)
 
 
-__all__ = ["dump", "replay", "read_to_end", "dump_lines", "replay_lines"]
+__all__ = ["dump", "replay", "read_topics", "dump_lines", "replay_lines"]
 

@@ -13,12 +13,12 @@ gate's front end and plug in by naming their command in :data:`INCIDENT_COMMANDS
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import click
+from confluent_kafka import Message
 
 from backout.cli import LazyGroup
 from backout.contracts import Metric, decode
@@ -56,15 +56,17 @@ def fold_topics(fold: IncidentFold, settings: KafkaSettings, names: Mapping[str,
 
     ``names`` maps a Backout topic to the name it has on this broker (default: itself).
     """
-    from streams.dump import read_to_end  # the one reader of a topic to its end
+    from streams.dump import read_topics
 
     names = names or {}
-    small = [names.get(t, t) for t in TIMELINE_TOPICS]
-    new = _fold((((m.topic() or "?") + f"[{m.partition()}]@{m.offset()}", m.value() or b"")
-                 for m in read_to_end(settings, small)), fold, None, on_bad)
-    metrics = read_to_end(settings, [names.get(topics.METRICS, topics.METRICS)])
-    return new + _fold(((f"{m.topic()}[{m.partition()}]@{m.offset()}", m.value() or b"") for m in metrics),
-                       fold, "metric", on_bad)
+    small = read_topics(settings, [names.get(t, t) for t in TIMELINE_TOPICS])
+    new = _fold(((_where(m), m.value() or b"") for m in small), fold, None, on_bad)
+    metrics = read_topics(settings, [names.get(topics.METRICS, topics.METRICS)])
+    return new + _fold(((_where(m), m.value() or b"") for m in metrics), fold, "metric", on_bad)
+
+
+def _where(msg: Message) -> str:
+    return f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
 
 
 def fold_file(fold: IncidentFold, path: str | Path, on_bad: OnBad | None = None) -> int:
@@ -87,8 +89,6 @@ def _fold(items: Iterable[tuple[str, bytes]], fold: IncidentFold, only: str | No
         try:
             record = decode(raw)
         except ContractError as exc:
-            if _is_dead_letter(raw):
-                continue  # an envelope of the dead letter topic: not a record, and not bad
             if on_bad is not None:
                 on_bad(where, str(exc))
             continue
@@ -99,14 +99,6 @@ def _fold(items: Iterable[tuple[str, bytes]], fold: IncidentFold, only: str | No
             continue
         new += fold.add(record)
     return new
-
-
-def _is_dead_letter(raw: bytes) -> bool:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and data.get("type") == "deadletter"
 
 
 def load(source: str | None, approval_timeout_s: float, on_bad: OnBad | None = None,

@@ -6,13 +6,14 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from confluent_kafka import Producer
 
 from backout.cli import cli
-from backout.contracts import encode
+from backout.contracts import dead_letter, encode
 from streams import topics
 from streams.admin import create_topics
-from streams.dump import TOPIC_FIELD, read_to_end
-from streams.kafka import flush, producer
+from streams.dump import TOPIC_FIELD, read_topics
+from streams.kafka import read_to_end
 from streams.topics import TopicSpec
 from tests.test_incident import story
 
@@ -43,7 +44,7 @@ def dump(kafka, names: dict[str, str], *extra: str):
 def placed(kafka, names: dict[str, str]) -> dict[str, tuple[bytes | None, int | None]]:
     """Each JSON record's key and, when it has one, its partition (unkeyed records land anywhere)."""
     out = {}
-    for msg in read_to_end(kafka, names.values()):
+    for msg in read_topics(kafka, names.values()):
         try:
             value = json.dumps(json.loads(msg.value() or b""), sort_keys=True)
         except json.JSONDecodeError:
@@ -57,15 +58,14 @@ def test_dump_replay_dump_gives_the_same_records_keyed_the_same(kafka, unique):
     provision(kafka, a)
     provision(kafka, b)
     records = story("approved")
-    prod = producer(kafka)
+    prod = Producer(kafka.confluent())
     for record in reversed(records):  # produced out of event-time order, as seven producers would
         topic = a[topics.OF_TYPE[record.type]]
         prod.produce(topic, encode(record), key=topics.key_of(record.model_dump()))
-    dead = {"type": "deadletter", "ts": records[0].ts + 1, "reason": "field 'value': got 'x'",
-            "topic": "backout.metrics", "partition": 0, "offset": 7, "value": "{}", "encoding": "utf-8"}
-    prod.produce(a[topics.DEADLETTER], json.dumps(dead).encode())
+    dead = dead_letter(b'{"value": "x"}', "field 'value': got 'x'", "backout.metrics", 0, 7, records[0].ts + 1)
+    prod.produce(a[topics.DEADLETTER], encode(dead))
     prod.produce(a[topics.METRICS], b"not json at all", key=b"checkout")
-    flush(prod)
+    assert prod.flush(30) == 0
 
     first, report = dump(kafka, a)
     assert len(first) == len(records) + 1
@@ -90,10 +90,10 @@ def test_dump_selects_by_event_time(kafka, unique):
     a = fresh(unique, "t")
     provision(kafka, a)
     records = story("auto")
-    prod = producer(kafka)
+    prod = Producer(kafka.confluent())
     for record in records:
         prod.produce(a[topics.OF_TYPE[record.type]], encode(record), key=topics.key_of(record.model_dump()))
-    flush(prod)
+    assert prod.flush(30) == 0
     deploy_ts = records[0].ts
     lines, _ = dump(kafka, a, "--from", str(deploy_ts + 90), "--to", "2023-11-14T22:15:30Z")  # deploy + 130 s
     assert lines and all(deploy_ts + 90 <= line["ts"] <= deploy_ts + 130 for line in lines)
@@ -119,6 +119,21 @@ def test_replay_refuses_bad_lines_by_number_and_dead_letters_them(kafka, unique,
     assert "line 3: invalid metric record: field 'metric': missing" in result.stderr
     assert "line 4: expected a JSON object, got list" in result.stderr
     assert "replayed 1 to " + a[topics.DEPLOYS] + "; 3 bad lines dead-lettered" in result.stderr
-    got = [json.loads(m.value() or b"") for m in read_to_end(kafka, [a[topics.DEPLOYS], a[topics.DEADLETTER]])]
+    got = [json.loads(m.value() or b"") for m in read_topics(kafka, [a[topics.DEPLOYS], a[topics.DEADLETTER]])]
     assert [g["type"] for g in got].count("deadletter") == 3
     assert [g for g in got if g["type"] == "deploy"] == [json.loads(encode(good))]
+
+
+def test_read_to_end_reads_every_record_of_a_batch(kafka, unique):
+    """tansu answers ListOffsets with the last batch's base offset + 1: the end is the fetch's."""
+    topic = f"batches-{unique}"
+    create_topics(kafka, [TopicSpec(topic, 1, 3_600_000)])
+    prod = Producer(kafka.confluent(**{"linger.ms": 200}))
+    sent = 0
+    for batch in (10, 1, 5):  # several records per produce request, the last one too
+        for _ in range(batch):
+            prod.produce(topic, b'{"n": %d}' % sent)
+            sent += 1
+        assert prod.flush(30) == 0
+    got = [json.loads(m.value() or b"")["n"] for m in read_to_end(kafka, topic)]
+    assert got == list(range(sent))

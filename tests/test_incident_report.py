@@ -6,14 +6,14 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from confluent_kafka import Producer
 
 from backout.cli import cli
-from backout.contracts import Decision, encode
+from backout.contracts import Decision, dead_letter, encode
 from detectors.incident import IncidentFold, IncidentTimeline
 from streams import topics
 from streams.admin import create_topics
 from streams.incidents import fold_topics
-from streams.kafka import flush, producer
 from streams.topics import specs
 from tests.test_incident import INC, story
 
@@ -38,7 +38,8 @@ def dump_file(tmp_path):
     path = tmp_path / "incident.jsonl"
     lines = [encode(r).decode() for r in story("upgrade")]
     lines.insert(3, '{"type":"decision","ts":5}')  # a bad record: reported, never fatal
-    lines.append(json.dumps({"type": "deadletter", "ts": 1.0, "reason": "x", "value": "", "_topic": topics.DEADLETTER}))
+    letter = json.loads(encode(dead_letter(b"{", "not JSON", topics.METRICS, 0, 3, 1.0)))
+    lines.append(json.dumps({**letter, "_topic": topics.DEADLETTER}))  # not a timeline record, not bad either
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -112,10 +113,10 @@ def test_report_from_the_topics(kafka, unique, tmp_path):
     create_topics(kafka, specs(2))
     records = own(story("approved"), unique)
     far = [r.model_copy(update={"ts": r.ts - 5000}) for r in records if r.type == "metric"][:20]
-    prod = producer(kafka)
+    prod = Producer(kafka.confluent())
     for record in far + list(reversed(records)):
         prod.produce(topics.OF_TYPE[record.type], encode(record), key=topics.key_of(record.model_dump()))
-    flush(prod)
+    assert prod.flush(30) == 0
     png = tmp_path / "p.png"
     result = invoke("incident", "report", f"inc-{unique}", "--format", "json", "--plot", str(png),
                     env={"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers})
