@@ -124,6 +124,7 @@ class DecisionInfo(_Model):
     to_version: str | None
     upgrade: bool  # a rollback that superseded this incident's question
     text: str
+    evidence: list[dict[str, Any]] = Field(default_factory=list)  # the decider's, as published
 
 
 class Answer(_Model):
@@ -549,7 +550,7 @@ def _decision_info(d: Decision, question: Decision | None) -> DecisionInfo:
     upgrade = d.action == "rollback" and question is not None and question.ts <= d.ts
     return DecisionInfo(ts=d.ts, action=d.action, confidence=d.confidence, reason=d.reason,
                         from_version=d.from_version, to_version=d.to_version, upgrade=upgrade,
-                        text=wording.decided(d.action, d.confidence, d.reason, upgrade))
+                        text=wording.decided(d.action, d.confidence, d.reason, upgrade), evidence=d.evidence)
 
 
 def _recovery(outcome: Verification, pattern: list[Moved], rollback: RollbackInfo | None) -> RecoveryInfo:

@@ -51,16 +51,19 @@ def incident() -> None:
 
 
 def fold_topics(fold: IncidentFold, settings: KafkaSettings, names: Mapping[str, str] | None = None,
-                on_bad: OnBad | None = None) -> int:
+                on_bad: OnBad | None = None, samples: bool = True) -> int:
     """Fold Backout's topics, read to their end, into ``fold``; return how many records were new.
 
-    ``names`` maps a Backout topic to the name it has on this broker (default: itself).
+    ``names`` maps a Backout topic to the name it has on this broker (default: itself);
+    ``samples`` False skips the metrics topic (enough to list incidents and their states).
     """
     from streams.dump import read_topics
 
     names = names or {}
     small = read_topics(settings, [names.get(t, t) for t in TIMELINE_TOPICS])
     new = _fold(((_where(m), m.value() or b"") for m in small), fold, None, on_bad)
+    if not samples:
+        return new
     metrics = read_topics(settings, [names.get(topics.METRICS, topics.METRICS)])
     return new + _fold(((_where(m), m.value() or b"") for m in metrics), fold, "metric", on_bad)
 
@@ -102,11 +105,12 @@ def _fold(items: Iterable[tuple[str, bytes]], fold: IncidentFold, only: str | No
 
 
 def load(source: str | None, approval_timeout_s: float, on_bad: OnBad | None = None,
-         settings: KafkaSettings | None = None, names: Mapping[str, str] | None = None) -> IncidentFold:
+         settings: KafkaSettings | None = None, names: Mapping[str, str] | None = None,
+         samples: bool = True) -> IncidentFold:
     """A fold of the topics (``source`` None) or of a JSON Lines file."""
     fold = IncidentFold(approval_timeout_s=approval_timeout_s)
     if source is None:
-        fold_topics(fold, settings or KafkaSettings(), names, on_bad)
+        fold_topics(fold, settings or KafkaSettings(), names, on_bad, samples)
     else:
         fold_file(fold, source, on_bad)
     return fold
