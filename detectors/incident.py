@@ -646,7 +646,9 @@ def _steps(service: str | None, deploy: DeployInfo | None, degradation: Degradat
         if rollback.failed_ts is not None:
             steps.append(Step(ts=rollback.failed_ts, kind="failed", text=wording.rollback_failed(rollback.detail)))
     for r in later_deploys:
-        steps.append(Step(ts=r.ts, kind="deploy", text=wording.redeployed(r.version, r.status)))
+        back = r.status == "rolled_back" or (deploy is not None and r.version == deploy.previous_version)
+        steps.append(Step(ts=r.ts, kind="deploy", text=wording.later_deploy(r.version, r.previous_version,
+                                                                             r.status, back)))
     if recovery is not None:
         steps.append(Step(ts=recovery.ts, kind=recovery.status, text=recovery.text))
     order = {kind: i for i, kind in enumerate(StepKind.__args__)}  # type: ignore[attr-defined]

@@ -110,9 +110,15 @@ def deployed(version: str, service: str, previous: str | None, target: str | Non
     return text + (f" ({target})." if target else ".")
 
 
-def redeployed(version: str, status: str) -> str:
-    """A later deploy of the same service: 'v2.15.0 deployed again (rolled_back).'"""
-    return f"{version} deployed again ({status.replace('_', ' ')})."
+def later_deploy(version: str, previous: str | None, status: str, back_to_good: bool) -> str:
+    """A later deploy of the same service, as its deploy system reported it.
+
+    'v2.15.0 runs again (rolled back).' / 'v2.16.0 deployed, replacing v2.15.1 (started).'
+    """
+    if back_to_good:
+        return f"{version} runs again ({status.replace('_', ' ')})."
+    replacing = f", replacing {previous}" if previous else ""
+    return f"{version} deployed{replacing} ({status.replace('_', ' ')})."
 
 
 def began(metric: str, direction: str, lag_s: float, detector: str, confirmed_after_s: float) -> str:

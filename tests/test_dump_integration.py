@@ -137,3 +137,28 @@ def test_read_to_end_reads_every_record_of_a_batch(kafka, unique):
         assert prod.flush(30) == 0
     got = [json.loads(m.value() or b"")["n"] for m in read_to_end(kafka, topic)]
     assert got == list(range(sent))
+
+
+def test_backtest_reads_a_whole_dump(kafka, unique, tmp_path):
+    """A dump of every topic is a backtest file: the same decisions as the inputs alone."""
+    from streams.demo import demo_scenario
+
+    a = fresh(unique, "bt")
+    provision(kafka, a)
+    records = demo_scenario()
+    prod = Producer(kafka.confluent())
+    for record in records:
+        prod.produce(a[topics.OF_TYPE[record.type]], encode(record), key=topics.key_of(record.model_dump()))
+    for extra in story("auto"):  # outputs of other stages in the same dump: reported, never fatal
+        if extra.type not in ("metric", "deploy"):
+            prod.produce(a[topics.OF_TYPE[extra.type]], encode(extra), key=topics.key_of(extra.model_dump()))
+    assert prod.flush(30) == 0
+    lines, _ = dump(kafka, a)
+    dumped, inputs = tmp_path / "dump.jsonl", tmp_path / "inputs.jsonl"
+    dumped.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    inputs.write_text("".join(encode(r).decode() + "\n" for r in records))
+    from_dump = CliRunner().invoke(cli, ["backtest", str(dumped)])
+    from_inputs = CliRunner().invoke(cli, ["backtest", str(inputs)])
+    assert from_dump.exit_code == 0 and from_inputs.exit_code == 0
+    assert from_dump.stdout.splitlines() == from_inputs.stdout.splitlines() != []
+    assert "expected a metric or deploy record, got 'decision'" in from_dump.stderr

@@ -287,3 +287,16 @@ def test_the_timeline_of_real_decider_output():
     assert t.pattern and t.degradation is not None and t.degradation.samples
     assert t.pattern[0].peak > t.pattern[0].baseline if t.pattern[0].direction == "up" else True
     assert t.steps[0].kind == "deploy" and t.decisions[0].reason == rolled[0].reason
+
+
+def test_later_deploys_of_the_service_are_steps():
+    """What the deploy system saw after the blamed deploy: the rollback itself, or a fix."""
+    fold = IncidentFold()
+    fold.add_all(story("executing"))
+    fold.add(Deploy(ts=T + 125, service="checkout", deploy_id="d-18", version="v2.15.0",
+                    previous_version="v2.15.1", status="rolled_back"))
+    fold.add(Deploy(ts=T + 900, service="checkout", deploy_id="d-19", version="v2.15.2",
+                    previous_version="v2.15.0"))
+    fold.add(Deploy(ts=T + 130, service="search", deploy_id="d-20", version="v9", previous_version="v8"))
+    later = [s.text for s in fold.timeline(INC).steps if s.kind == "deploy"][1:]
+    assert later == ["v2.15.0 runs again (rolled back).", "v2.15.2 deployed, replacing v2.15.0 (finished)."]
