@@ -39,6 +39,7 @@ so a front end folds the small topics first and then only those samples.
 from __future__ import annotations
 
 import bisect
+import statistics
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
@@ -205,12 +206,12 @@ class IncidentFold:
     timed out once the records reach that much later); ``context_s`` is how
     much metric history around an incident :meth:`wants` keeps;
     ``samples_around`` how many samples either side of the onset the report shows;
-    ``peak_samples`` how many consecutive samples the worst value is the mean of
-    (weighted by their counts), so that one noisy sample does not speak for the incident.
+    ``peak_samples`` how many consecutive samples the worst value is the median of,
+    so that a spike does not speak for the incident.
     """
 
     def __init__(self, approval_timeout_s: float = 900.0, context_s: float = 600.0,
-                 samples_around: int = 5, peak_samples: int = 3) -> None:
+                 samples_around: int = 5, peak_samples: int = 5) -> None:
         if approval_timeout_s <= 0 or context_s < 0 or samples_around < 1 or peak_samples < 1:
             raise ValueError("approval_timeout_s must be > 0, context_s >= 0, samples_around >= 1 and "
                              f"peak_samples >= 1; got {approval_timeout_s}, {context_s}, {samples_around}, "
@@ -363,7 +364,7 @@ class IncidentFold:
 
     @classmethod
     def from_state(cls, state: dict[str, Any], approval_timeout_s: float = 900.0, context_s: float = 600.0,
-                   samples_around: int = 5, peak_samples: int = 3) -> IncidentFold:
+                   samples_around: int = 5, peak_samples: int = 5) -> IncidentFold:
         fold = cls(approval_timeout_s, context_s, samples_around, peak_samples)
         for data in state["records"]:
             record = _FOLDED.validate_python(data)
@@ -491,26 +492,25 @@ def _key(record: Folded) -> tuple[Any, ...]:
 
 
 def _worst(samples: list[Sample], direction: str, width: int) -> tuple[float, float] | None:
-    """The worst mean of ``width`` consecutive samples (weighted by their counts) and its middle ts.
+    """The worst median of ``width`` consecutive samples, and the ts of the window's middle.
 
-    Ties (to rounding) go to the window whose middle sample is the worst, then to the earliest.
+    A median, so that the worst level is one most of the window held: a spike
+    of fewer than half the samples does not speak for the incident. Ties go to
+    the window whose middle sample is the worst, then to the earliest.
     """
     if not samples:
         return None
     sign = 1.0 if direction == "up" else -1.0
     width = min(width, len(samples))
-    best: tuple[float, float] | None = None  # (mean, middle ts)
+    best: tuple[float, float] | None = None  # (median, middle ts)
     best_key: tuple[float, float] | None = None
     for i in range(len(samples) - width + 1):
         window = samples[i:i + width]
-        weights = [s.count if s.count is not None else 1.0 for s in window]
-        total = sum(weights)
-        mean = (sum(w * s.value for w, s in zip(weights, window, strict=True)) / total if total > 0
-                else sum(s.value for s in window) / width)
         middle = window[width // 2]
-        key = (round(sign * mean, 12), sign * middle.value)
+        level = statistics.median(s.value for s in window)
+        key = (sign * level, sign * middle.value)
         if best_key is None or key > best_key:
-            best_key, best = key, (mean, middle.ts)
+            best_key, best = key, (level, middle.ts)
     return best
 
 
