@@ -5,7 +5,9 @@
     ├── ConfigError              a configuration file or setting is invalid
     ├── SampleRejected           a valid sample the detectors cannot use
     │   ├── DuplicateSample      same (service, metric, ts) seen already
-    │   └── OutOfOrderSample     older than the newest sample of its stream
+    │   ├── OutOfOrderSample     older than the newest sample of its stream
+    │   ├── UnknownMetric        a metric the configuration has no spec for
+    │   └── UnexpectedRecord     a record of a type this stage does not take
     ├── BrokerError              the Kafka broker cannot be started or reached
     ├── UnknownIncident          no incident of that id in the records read
     └── NotBuiltYet              a CLI command whose feature has not landed
@@ -37,6 +39,14 @@ class DuplicateSample(SampleRejected):
 
 class OutOfOrderSample(SampleRejected):
     """A sample older than the newest one of its stream."""
+
+
+class UnknownMetric(SampleRejected):
+    """A sample of a metric the configuration does not list: there is no spec to test it with."""
+
+
+class UnexpectedRecord(SampleRejected):
+    """A valid record of a type the stage does not take (the engine takes metrics and deploys only)."""
 
 
 class BrokerError(BackoutError):

@@ -116,7 +116,7 @@ class Tools:
                               earlier=[d.reason for d in t.decisions[:-1]])
 
     def backtest(self, path: str | None, from_ts: float | None, to_ts: float | None) -> BacktestResult:
-        from detectors.config import load_config
+        from backout.settings import load_config
         from streams.backtest import replay
 
         config = load_config(self.config_path)

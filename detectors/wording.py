@@ -8,6 +8,8 @@
 'Error rate went from 0.5% to 5% (10x)'
 >>> change("health", 1.0, 0.6, "down")
 'Health fell from 100% to 60%'
+>>> together(["a", "b", "c"], 8)
+'3 of 8 services at the same time (a, b, c)'
 """
 
 from __future__ import annotations
@@ -57,6 +59,106 @@ def change(metric: str, baseline: float, current: float, direction: str | None) 
     return text
 
 
+def clock(ts: float) -> str:
+    """An event time as people read it in an alert: '12:34:56 UTC'."""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%H:%M:%S UTC")
+
+
+# -- doubts: why a blame is not clear-cut (listed in a request for approval) -------------------------
+
+def below_clear(factor: float, clear_ratio: float) -> str:
+    return f"a {factor:.1f}x change is below the {clear_ratio:g}x that is clear-cut"
+
+
+def small_change() -> str:
+    return "the absolute change is small"
+
+
+def late_onset(lag_s: float, clear_within_s: float) -> str:
+    return (f"it began {lag_s / 60:.0f} min after the deploy, later than the "
+            f"{clear_within_s / 60:g} min that is clear-cut")
+
+
+def dated_before(before_s: float, confirmed_after_s: float) -> str:
+    return (f"its onset is dated {before_s:.0f} s before the deployment, "
+            f"but it was confirmed {confirmed_after_s:.0f} s after it")
+
+
+def followed(others: int) -> str:
+    return f"{others} other services shifted right after it: its callers, or a shared cause"
+
+
+def same_moment(other: str) -> str:
+    return f"{other} (also just deployed) moved at the same moment"
+
+
+def succession(earlier: str, gap_s: float, version: str) -> str:
+    return f"{earlier} was deployed only {gap_s:.0f} s before {version}"
+
+
+def traffic_moved(metric: str, baseline: float, current: float) -> str:
+    return f"{metric} moved too ({baseline:.3g} → {current:.3g}): it might be traffic"
+
+
+def shifted_before(services: list[str]) -> str:
+    return f"{', '.join(services)} shifted at the same time or earlier"
+
+
+# -- alerts: a shift nobody's deploy is to blame for, or nothing to do about yet ---------------------
+
+def no_deploy(what: str, service: str, onset_ts: float, window_s: float) -> str:
+    return f"{what} on {service} (onset {clock(onset_ts)}); no deploy of it in the last {duration(window_s)} to blame."
+
+
+def before_deploy(what: str, service: str, early_s: float, version: str) -> str:
+    return (f"{what} on {service}, starting {duration(early_s)} before the deployment of {version}: "
+            "not that deploy's fault.")
+
+
+def follower(what: str, service: str, leader: str) -> str:
+    return (f"{what} on {service}; {leader}, deployed at the same time, moved first: treating it as the cause, "
+            "not this service's deploy.")
+
+
+def watching(what: str, service: str, version: str) -> str:
+    return f"{what} on {service} after the deployment of {version}, below the rollback threshold: watching."
+
+
+def reverted(what: str, service: str, version: str, current: str | None) -> str:
+    return f"{what} on {service} after the deployment of {version}; it already runs {current} again."
+
+
+def together(services: list[str], total: int) -> str:
+    """'5 of 8 services at the same time (a, b, c, d, e)'."""
+    listed = ", ".join(services[:8]) + (", …" if len(services) > 8 else "")
+    return f"{len(services)} of {total} services at the same time ({listed})"
+
+
+def shared(metric: str, services: list[str], total: int) -> str:
+    return (f"{label(metric)} shifted on {together(services, total)}: a shared dependency or a traffic surge, "
+            "not a deploy; nothing to roll back. A human should look.")
+
+
+# -- decisions: what Backout does about a blamed deploy, and why ------------------------------------
+
+def shared_deploy(what: str, service: str, lag_s: float, version: str, services: list[str], total: int) -> str:
+    return (f"{what} on {service} {duration(lag_s)} after the deployment of {version}, "
+            f"but it shifted on {together(services, total)}: a shared dependency or a traffic surge, "
+            "not this deploy. Escalating to a human.")
+
+
+def no_target(what: str, lag_s: float, version: str, service: str) -> str:
+    return (f"{what} {duration(lag_s)} after the deployment of {version} to {service}, "
+            f"but no earlier version of {service} is known to be good: nothing safe to roll back to. "
+            "Escalating to a human.")
+
+
+def policy_off(what: str, lag_s: float, version: str, service: str, would: str, target: str | None) -> str:
+    verb = "roll back" if would == "rollback" else "ask to roll back"
+    return (f"{what} {duration(lag_s)} after the deployment of {version} to {service}. "
+            f"Backout would {verb} to {target}; the policy is off here, so it is not acting.")
+
+
 def rollback(what: str, lag_s: float, version: str, service: str, target: str) -> str:
     return (f"{what} {duration(lag_s)} after the deployment of {version} to {service}. "
             f"Rolling back to {target}.")
@@ -79,11 +181,6 @@ def approval(what: str, version: str, service: str, ago_s: float, lag_s: float, 
 
 ACTIONS = {"rollback": "Decided to roll back", "request_approval": "Asked for approval to roll back",
            "escalate": "Escalated to a human"}
-
-
-def clock(ts: float) -> str:
-    """'14:03:10 UTC' (event time)."""
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%H:%M:%S UTC")
 
 
 def relative(seconds: float) -> str:

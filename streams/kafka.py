@@ -40,14 +40,16 @@ def publish(out: Sender, topic: str, records: Iterable[Record], key_field: str =
 
 
 def consumer(settings: KafkaSettings, topics: list[str], group: str | None = None,
-             from_beginning: bool = True) -> Consumer:
-    conf = settings.confluent(**{
+             from_beginning: bool = True, **conf: object) -> Consumer:
+    """A consumer subscribed to ``topics`` (``conf`` overrides librdkafka settings)."""
+    config = settings.confluent(**{
         "group.id": group or f"backout-reader-{uuid.uuid4().hex[:8]}",
         "auto.offset.reset": "earliest" if from_beginning else "latest",
         "enable.auto.commit": group is not None,
         "session.timeout.ms": 6000,
+        **conf,
     })
-    cons = Consumer(conf)
+    cons = Consumer(config)
     cons.subscribe(topics)
     return cons
 

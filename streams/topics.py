@@ -15,6 +15,9 @@ DEADLETTER = "backout.deadletter"
 
 ALL = (METRICS, DEPLOYS, ANOMALIES, ACTIONS, APPROVALS, VERIFICATIONS, ALERTS, DEADLETTER)
 
+PARTITIONS = 8  # per public topic, by default
+RETENTION_HOURS = 168.0  # how long the broker keeps records, by default
+
 # Internal: anomalies, deploys and watermarks in one ordered stream for the decider.
 DECIDER = "backout.internal.decider"
 
@@ -41,7 +44,7 @@ class TopicSpec:
     compacted: bool = False
 
 
-def specs(partitions: int = 8, retention_hours: float = 168.0) -> list[TopicSpec]:
+def specs(partitions: int = PARTITIONS, retention_hours: float = RETENTION_HOURS) -> list[TopicSpec]:
     """Every public topic, plus the single-partition internal decider topic."""
     retention_ms = int(retention_hours * 3600 * 1000)
     public = [TopicSpec(name, partitions, retention_ms) for name in ALL]
