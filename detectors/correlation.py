@@ -34,42 +34,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from backout.contracts import Anomaly
+from detectors import wording
 from detectors.config import PolicyConfig
 from detectors.deploys import Change, ServiceView
 
 VerdictKind = Literal["blame", "no_deploy", "before_deploy", "shared", "follower", "wait"]
 
 
-@dataclass(frozen=True)
-class Shift:
-    """A sustained shift of one (service, metric): the part of an anomaly the decider keeps."""
-
-    service: str
-    metric: str
-    onset_ts: float
-    detected_ts: float
-    baseline: float
-    current: float
-    ratio: float
-    score: float
-    detector: str
-    samples: int = 0  # length of the excursion (0: unknown)
-
-    def to_list(self) -> list:
-        return [self.service, self.metric, self.onset_ts, self.detected_ts, self.baseline,
-                self.current, self.ratio, self.score, self.detector, self.samples]
-
-    @classmethod
-    def from_list(cls, row: list) -> Shift:
-        return cls(row[0], row[1], float(row[2]), float(row[3]), float(row[4]), float(row[5]),
-                   float(row[6]), float(row[7]), row[8], int(row[9]) if len(row) > 9 else 0)
-
-    def samples_since(self, ts: float) -> float:
-        """About how many of the excursion's samples were taken at or after ``ts`` (0 if unknown)."""
-        if self.samples < 2 or self.detected_ts <= self.onset_ts:
-            return 0.0
-        step_s = (self.detected_ts - self.onset_ts) / (self.samples - 1)
-        return max(0.0, (self.detected_ts - ts) / step_s + 1)
+def samples_since(anomaly: Anomaly, ts: float) -> float:
+    """About how many of the excursion's samples were taken at or after ``ts`` (0 if unknown)."""
+    if anomaly.samples < 2 or anomaly.detected_ts <= anomaly.onset_ts:
+        return 0.0
+    step_s = (anomaly.detected_ts - anomaly.onset_ts) / (anomaly.samples - 1)
+    return max(0.0, (anomaly.detected_ts - ts) / step_s + 1)
 
 
 @dataclass
@@ -84,7 +62,7 @@ class Verdict:
     later_change: Change | None = None  # the deploy that came after the onset (before_deploy)
 
 
-def adverse_factor(shift: Shift, direction: str | None) -> float:
+def adverse_factor(shift: Anomaly, direction: str | None) -> float:
     """How many times worse the metric got: >1 is worse, whatever the direction."""
     if shift.baseline > 0 and shift.current > 0:
         up = shift.current / shift.baseline
@@ -104,7 +82,7 @@ def blameable(change: Change, onset_ts: float, policy: PolicyConfig) -> bool:
     return change.ts <= onset_ts + policy.onset_slack_s and onset_ts - change.ts <= policy.window_s
 
 
-def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
+def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
               views: Callable[[str], ServiceView], services_total: int, policy: PolicyConfig,
               due_ts: float, extended: bool = False, min_samples: int = 3,
               blamed: Callable[[str, str], bool] = lambda service, deploy_id: False) -> Verdict:
@@ -117,7 +95,7 @@ def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
     candidates = [c for c in view.changes if blameable(c, shift.onset_ts, policy)]
     # deploys after the onset estimate, with enough of the evidence taken after them to be its cause
     candidates += [c for c in view.changes if shift.onset_ts + policy.onset_slack_s < c.ts < shift.detected_ts
-                   and shift.samples_since(c.ts) >= min_samples]
+                   and samples_since(shift, c.ts) >= min_samples]
     change = candidates[-1] if candidates else None
     dated_before = change is not None and not blameable(change, shift.onset_ts, policy)
 
@@ -142,11 +120,9 @@ def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
         return Verdict("no_deploy")
     verdict = Verdict("blame", change=change, lag_s=max(0.0, shift.onset_ts - change.ts))
     if dated_before:
-        verdict.ambiguity.append(f"its onset is dated {change.ts - shift.onset_ts:.0f} s before the deployment, "
-                                 f"but it was confirmed {shift.detected_ts - change.ts:.0f} s after it")
+        verdict.ambiguity.append(wording.dated_before(change.ts - shift.onset_ts, shift.detected_ts - change.ts))
     if len(together) >= needed:
-        verdict.ambiguity.append(f"{len(together) - 1} other services shifted right after it: "
-                                 "its callers, or a shared cause")
+        verdict.ambiguity.append(wording.followed(len(together) - 1))
 
     # 2. did another service that deployed move first? Then we are its caller.
     own_first = _first_onset(shift.service, change, shifts, policy, default=None) or shift.onset_ts
@@ -162,7 +138,7 @@ def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
                 verdict.kind, verdict.leader = "follower", other
                 return verdict
             if first <= own_first + slack:
-                verdict.ambiguity.append(f"{other} (also just deployed) moved at the same moment")
+                verdict.ambiguity.append(wording.same_moment(other))
             break
 
     # 3. blame the latest deploy; earlier ones in quick succession share the suspicion
@@ -170,12 +146,12 @@ def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
         if change.ts - earlier.ts > policy.succession_s:
             break
         verdict.also_suspect.append(earlier)
-        verdict.ambiguity.append(f"{earlier.version} was deployed only {change.ts - earlier.ts:.0f} s before {change.version}")
+        verdict.ambiguity.append(wording.succession(earlier.version, change.ts - earlier.ts, change.version))
     # the service's own traffic moved at the same time: the shift might be load, not the code
     for s in shifts:
         if (s.service == shift.service and s.metric in policy.context_metrics
                 and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s):
-            verdict.ambiguity.append(f"{s.metric} moved too ({s.baseline:.3g} → {s.current:.3g}): it might be traffic")
+            verdict.ambiguity.append(wording.traffic_moved(s.metric, s.baseline, s.current))
             break
     # services that shifted no later than this one, for no deploy of theirs: something else may be going on
     # (those that shifted later are more likely its callers)
@@ -183,11 +159,11 @@ def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
                      and shift.onset_ts - cfg.within_s <= s.onset_ts <= shift.onset_ts
                      and not any(blameable(c, s.onset_ts, policy) for c in views(s.service).changes)})
     if before:
-        verdict.ambiguity.append(f"{', '.join(before)} shifted at the same time or earlier")
+        verdict.ambiguity.append(wording.shifted_before(before))
     return verdict
 
 
-def _first_onset(service: str, change: Change, shifts: list[Shift], policy: PolicyConfig,
+def _first_onset(service: str, change: Change, shifts: list[Anomaly], policy: PolicyConfig,
                  default: float | None) -> float | None:
     """Earliest onset of the service's shifts that ``change`` could explain."""
     onsets = [s.onset_ts for s in shifts if s.service == service and blameable(change, s.onset_ts, policy)]

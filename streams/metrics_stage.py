@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from backout.contracts import Metric, decode
-from backout.errors import ContractError, SampleRejected
+from backout.errors import ContractError
 from backout.settings import KafkaSettings
 from detectors.config import BackoutConfig
 from detectors.monitor import MetricMonitor
-from detectors.spec import MetricSpec
 from detectors.watermark import PartitionClock
 from streams import topics
 from streams.runtime.keyed import Clients, KeyedConsumer, Output, Settings, Source, Telemetry
@@ -56,7 +55,7 @@ class MetricsStage:
             raise ContractError(f"Kafka key: got {_key(source.key)}, expected the record's service "
                                 f"{sample.service!r} ({topics.METRICS} is partitioned by service: produce with "
                                 "key=service)")
-        _spec(self.config, sample.metric)
+        self.config.require_spec(sample.metric)
         return f"{sample.service}\x1f{sample.metric}".encode(), Received(sample, source.partition, source.timestamp_s)
 
     def step(self, monitor: MetricMonitor | None, received: Received) -> tuple[MetricMonitor, list[Output]]:
@@ -65,7 +64,7 @@ class MetricsStage:
         self._clocks[received.partition].admit(sample.ts, sample.service, sample.metric, new_stream=monitor is None,
                                                reference_ts=received.broker_ts)
         if monitor is None:
-            monitor = MetricMonitor(sample.service, sample.metric, _spec(self.config, sample.metric))
+            monitor = MetricMonitor(sample.service, sample.metric, self.config.require_spec(sample.metric))
         anomaly = monitor.update(sample)  # DuplicateSample / OutOfOrderSample: refused, state untouched
         if monitor.warmed_up:
             self._clocks[received.partition].establish(sample.service)
@@ -79,7 +78,7 @@ class MetricsStage:
 
     def load(self, key: bytes, raw: bytes) -> MetricMonitor:
         metric = key.partition(b"\x1f")[2].decode()
-        return MetricMonitor.from_state(json.loads(raw), _spec(self.config, metric))
+        return MetricMonitor.from_state(json.loads(raw), self.config.require_spec(metric))
 
     def after(self, partition: int, received: Received) -> list[Output]:
         mark = self._clocks[partition].observe(received.sample.ts)
@@ -103,13 +102,6 @@ def _key(key: bytes | None) -> str:
     if key is None:
         return "none"
     return repr(key) if len(key) <= 80 else f"{key[:60]!r}… ({len(key)} bytes)"
-
-
-def _spec(config: BackoutConfig, metric: str) -> MetricSpec:
-    spec = config.spec_for(metric)
-    if spec is None:
-        raise SampleRejected(f"unknown metric {metric!r}: not in the configuration")
-    return spec
 
 
 def metrics_consumer(app_id: str, partitions: int, kafka: KafkaSettings, config: BackoutConfig,

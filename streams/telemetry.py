@@ -1,9 +1,7 @@
-"""The worker's own health: Prometheus counters, consumer lag, and what it already decided."""
+"""The worker's own health: Prometheus counters and consumer lag."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import threading
 import time
 from typing import Any
@@ -17,9 +15,7 @@ from prometheus_client import (
 )
 
 from backout.contracts import Anomaly, Decision
-from backout.settings import KafkaSettings
 from streams import topics
-from streams.kafka import read_to_end
 
 
 class Telemetry:
@@ -125,19 +121,3 @@ class Telemetry:
         except Exception:  # consumer not started or partition not assigned any more
             return None
         return int(value) if value is not None else None
-
-
-async def published_incidents(kafka: KafkaSettings, timeout_s: float = 20.0) -> set[tuple[str, str]]:
-    """(incident id, action) pairs already on ``backout.actions``: a restarted decider never says one twice."""
-    return await asyncio.to_thread(_read_incidents, kafka, timeout_s)
-
-
-def _read_incidents(kafka: KafkaSettings, timeout_s: float) -> set[tuple[str, str]]:
-    seen: set[tuple[str, str]] = set()
-    for msg in read_to_end(kafka, topics.ACTIONS, timeout_s=timeout_s):
-        try:
-            decision = json.loads(msg.value() or b"")
-            seen.add((decision["incident_id"], decision["action"]))
-        except (ValueError, KeyError, TypeError):
-            pass  # not a decision; the actions topic may carry other tools' records
-    return seen

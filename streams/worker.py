@@ -26,37 +26,20 @@ from typing import Any
 
 import click
 import faust
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backout.contracts import Deploy, Record, dead_letter, decode, encode
 from backout.errors import BackoutError, ContractError
-from backout.settings import KafkaSettings
-from detectors.config import BackoutConfig, load_config
+from backout.settings import KafkaSettings, WorkerSettings, load_config
+from detectors.config import BackoutConfig
 from detectors.decider import Decider
 from streams import topics
 from streams.metrics_stage import metrics_consumer
+from streams.published import PublishedActions
 from streams.runtime.store import StateStore
-from streams.telemetry import Telemetry, published_incidents
+from streams.telemetry import Telemetry
 
 log = logging.getLogger("backout.worker")
 DECIDER_KEY = "decider"
-
-
-class WorkerSettings(BaseSettings):
-    """Worker settings from ``BACKOUT_*`` environment variables (CLI options override)."""
-
-    model_config = SettingsConfigDict(env_prefix="BACKOUT_", frozen=True, extra="ignore")
-
-    app_id: str = "backout"
-    partitions: int = 8
-    store: str = "rocksdb://"
-    data_dir: str = ".backout/worker"
-    web_port: int = 6066
-    config: str | None = None
-    idle_after_s: float = 10.0  # a caught-up metrics partition this long without a sample is declared idle
-    checkpoint_s: float = 5.0  # how often the metrics stage writes changed monitor states (and commits)
-    state_ttl_s: float = 900.0  # a (service, metric) this long without a sample leaves memory (not the changelog)
-    max_keys: int = 20_000  # monitors held in memory at most (~6 kB each); samples of other streams are dead-lettered
 
 
 def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutConfig) -> faust.App:
@@ -85,7 +68,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
                              state_ttl_s=settings.state_ttl_s, max_keys=settings.max_keys,
                              store=StateStore(Path(settings.data_dir) / f"{settings.app_id}-monitors.sqlite"))
     count_buffer_waits(telemetry)
-    published: set[tuple[str, str]] | None = None  # (incident id, action) already on backout.actions
+    published = PublishedActions(kafka)
 
     async def send(record: Record, topic: str, wait: bool = False) -> None:
         key = getattr(record, "service", None)
@@ -122,6 +105,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
     async def forget_live_decider(sender: Any, revoked: Any, **_: Any) -> None:
         nonlocal live_decider
         live_decider = None  # another worker may own it next; the table is the truth
+        published.forget()
 
     @app.agent(deploys_topic)
     async def forward_deploys(stream: Any) -> None:
@@ -136,11 +120,10 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
 
     @app.agent(decider_topic)
     async def decide(stream: Any) -> None:
-        nonlocal published, live_decider
+        nonlocal live_decider
         async for event in stream.events():
             consumed(event)
-            if published is None:  # the actions topic is the record of what was already decided
-                published = await published_incidents(kafka)
+            await published.load()  # before the first decision is due, not when it is
             try:
                 record = decode(event.value)
                 decider = live_decider
@@ -160,10 +143,8 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
                 continue
             for out in outputs_:
                 if out.type == "decision":
-                    said = (out.incident_id, out.action)  # a question may later become a rollback
-                    if said in published:
+                    if not await published.first_time(out):
                         continue
-                    published.add(said)
                     telemetry.decision(out)
                     await send(out, topics.ACTIONS, wait=True)
                 elif out.type == "alert":

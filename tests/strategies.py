@@ -164,7 +164,7 @@ def broken(draw: st.DrawFn) -> tuple[bytes | None, str | None]:
     if how == "labels":
         bad = draw(st.sampled_from(["key", "value", "many"]))
         if bad == "key":
-            data["labels"] = {draw(st.sampled_from(["0bad", "a-b", "a b", "", "x" * 200])): "v"}
+            data["labels"] = {draw(st.sampled_from(["0bad", "a b", "", "x" * 200, "a\nb", "-lead"])): "v"}
         elif bad == "value":
             data["labels"] = {"env": "v" * (c.MAX_LABEL_VALUE_CHARS + 1)}
         else:

@@ -5,6 +5,7 @@ in test_hostile_integration.py."""
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from backout.cli import cli
@@ -55,9 +56,12 @@ def test_each_hostile_record_a_file_can_hold_is_refused_with_its_reason_and_chan
     assert decisions and decisions == [encode(o) for o in expected if o.type == "decision"]
 
 
-def test_deploy_event_refuses_a_bad_name_with_one_line_before_connecting():
-    result = CliRunner().invoke(cli, ["deploy-event", "--service", "checkout", "--version", "v2.0.1",
-                                      "--target", "kubernetes", "--target-opt", "namespace=../kube-system",
-                                      "--target-opt", "name=checkout"])
-    assert result.exit_code == 1
-    assert "field 'target.namespace': got '../kube-system'" in result.output
+@pytest.mark.parametrize("args, message", [
+    (["--service", "check out", "--version", "v2.0.1"], "field 'service': got 'check out'"),
+    (["--service", "checkout", "--version", "v2;reboot"], "field 'version': got 'v2;reboot'"),
+    (["--service", "checkout", "--version", "v2.0.1", "--target", "kubernetes", "--namespace", "../kube-system",
+      "--name", "checkout"], "namespace '../kube-system' is not a valid namespace"),
+])
+def test_deploy_event_refuses_a_bad_name_with_one_line_before_connecting(args, message):
+    result = CliRunner().invoke(cli, ["deploy-event", *args])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output

@@ -132,7 +132,7 @@ class Clients:
         return Consumer(self.kafka.confluent(**conf))
 
     def producer(self, **conf: Any) -> Any:
-        return Producer(self.kafka.confluent(**conf))
+        return Producer(self.kafka.producer(**conf))
 
     def changelog(self, name: str, partitions: int) -> None:
         """Create the compacted changelog if missing; refuse one with another partition count."""
@@ -227,12 +227,16 @@ class KeyedConsumer:
         try:
             self.connect()
             while not self._stop.is_set():
-                self.tick(self._consumer.consume(self.settings.batch, 0.05), time.monotonic())
+                self.tick(self.consume(), time.monotonic())
         except BaseException as exc:  # noqa: BLE001 - reported to the app, which stops the worker
             log.exception("the %s stage failed", self.settings.topic)
             self.on_failure(exc)
         finally:
-            self._close()
+            self.close()
+
+    def consume(self, timeout_s: float = 0.05) -> list[Message]:
+        """The next batch of records (empty when none came within ``timeout_s``)."""
+        return self._consumer.consume(self.settings.batch, timeout_s)
 
     def tick(self, batch: list[Message], now: float) -> None:
         """One turn of the loop at monotonic time ``now``: step the batch, then what is due
@@ -250,7 +254,8 @@ class KeyedConsumer:
             self._evict_idle(now)
             self._next_idle_check = now + 1.0
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Checkpoint and leave the group (the partitions move at once)."""
         if self._consumer is not None:
             try:
                 self._checkpoint(list(self._owned))
