@@ -297,7 +297,8 @@ class Watermark(Record):
     decider knows how many services exist when it asks "did every service shift?".
     ``partitions`` is how many partitions the metrics topic has (the decider
     waits for all of them); ``idle`` says the partition has gone quiet and
-    should not hold event time back.
+    should not hold event time back; ``empty`` that it had no sample since its
+    worker took it, so ``ts`` is that worker's guess, not event time.
     """
 
     type: Literal["watermark"] = "watermark"
@@ -305,6 +306,7 @@ class Watermark(Record):
     partitions: Count = Field(default=1, ge=1)
     services: Count = Field(default=0, ge=0)
     idle: Flag = False
+    empty: Flag = False
 
 
 class DeadLetter(Record):

@@ -14,8 +14,9 @@ takes it out of the minimum until it reports progress again. Event-time lag
 alone never makes a partition idle — a partition that is merely behind (a
 restarted worker catching up) is waited for, or decisions would depend on
 read order. ``stall_s`` is an optional backstop for partitions that stop
-without a word. An idle mark of a partition that never had a sample (its
-stamp is the worker's guess) releases the others but never sets the time.
+without a word. An idle mark of a partition that had no sample since its
+worker took it (``empty``: its stamp is the worker's guess) releases the
+others but never sets the time.
 
 One record must not move event time (:meth:`PartitionClock.admit`). A sample
 more than ``max_future_skew_s`` ahead of its partition's event time is
@@ -143,14 +144,15 @@ class PartitionClock:
     def idle(self, default_ts: float) -> Watermark:
         """The partition has gone quiet: stop holding the others back until it speaks again.
 
-        ``default_ts`` stamps the mark of a partition that never had a sample.
+        ``default_ts`` stamps the mark of a partition that had no sample since this clock
+        began; the mark says ``empty``, and its stamp is not taken for event time.
         """
         self._emitted_ts = self._max_ts
-        return self._mark(idle=True, ts=self._max_ts or default_ts)
+        return self._mark(idle=True, ts=self._max_ts or default_ts, empty=not self._max_ts)
 
-    def _mark(self, idle: bool, ts: float | None = None) -> Watermark:
+    def _mark(self, idle: bool, ts: float | None = None, empty: bool = False) -> Watermark:
         return Watermark(ts=ts or self._max_ts, partition=self.partition, partitions=self.partitions,
-                         services=len(self._services), idle=idle)
+                         services=len(self._services), idle=idle, empty=empty)
 
 
 class EventClock:
@@ -181,16 +183,18 @@ class EventClock:
 
     def advance(self, mark: Watermark) -> float | None:
         """Take one partition's mark; return the global watermark if it moved forward."""
-        ts, _, _ = self._partitions.get(mark.partition, (0.0, 0, False))
-        self._partitions[mark.partition] = (max(ts, mark.ts), mark.services, mark.idle)
+        ts, services, _ = self._partitions.get(mark.partition, (0.0, 0, False))
+        # a partition's services only ever grow; a restarted worker counts them again from zero
+        self._partitions[mark.partition] = (ts if mark.empty else max(ts, mark.ts), max(services, mark.services),
+                                            mark.idle)
         self._expected = max(self._expected, mark.partitions)
         if any(p not in self._partitions for p in range(self._expected)):
             return None
-        front = max((t for t, services, idle in self._partitions.values() if services or not idle), default=0.0)
+        front = max(t for t, _, _ in self._partitions.values())
         live = [t for t, _, idle in self._partitions.values()
                 if not idle and (self.stall_s is None or t >= front - self.stall_s)]
         now = min(live) if live else front
-        if now <= self._now:  # also when every partition is idle and none ever had a sample
+        if now <= self._now:
             return None
         self._now = now
         return now

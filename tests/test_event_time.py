@@ -75,12 +75,25 @@ def test_admission(what, now, services, before, sample, refused):
             clock.admit(ts, service, metric, new_stream=new, reference_ts=reference)
 
 
-def test_an_idle_mark_of_a_partition_that_never_had_a_sample_does_not_set_the_time():
+def test_an_idle_mark_of_a_partition_without_samples_does_not_set_the_time():
     events = EventClock()
     assert events.advance(Watermark(ts=100.0, partition=0, partitions=2, services=3)) is None
-    assert events.advance(Watermark(ts=9_999.0, partition=1, partitions=2, idle=True)) == 100.0
+    assert events.advance(PartitionClock(1, partitions=2).idle(default_ts=9_999.0)) == 100.0
     assert events.advance(Watermark(ts=100.0, partition=0, partitions=2, services=3, idle=True)) is None
     assert events.now == 100.0  # not the guess of the empty partition's worker
+
+
+def test_a_restarted_partition_clock_neither_stalls_time_nor_forgets_services():
+    """After a restart (or a rebalance) the partitions' new clocks start empty: their idle marks
+    must still release time, and the services counted before must still count."""
+    events = EventClock()
+    events.advance(Watermark(ts=100.0, partition=0, partitions=2, services=3))
+    events.advance(Watermark(ts=120.0, partition=1, partitions=2, services=2))
+    assert events.now == 100.0 and events.services == 5
+    restarted = [PartitionClock(p, partitions=2) for p in (0, 1)]
+    assert events.advance(restarted[0].idle(default_ts=120.0)) == 120.0
+    assert events.advance(restarted[1].idle(default_ts=120.0)) is None
+    assert events.now == 120.0 and events.services == 5
 
 
 # -- in the backtest ---------------------------------------------------------------------------
