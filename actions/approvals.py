@@ -78,6 +78,7 @@ class IncidentTopics:
     alerts: str = topics.ALERTS
     deploys: str = topics.DEPLOYS
     anomalies: str = topics.ANOMALIES
+    metrics: str = topics.METRICS  # read for plots only
 
     @classmethod
     def of(cls, names: Mapping[str, str]) -> IncidentTopics:
@@ -88,7 +89,7 @@ class IncidentTopics:
         """Backout's topic name -> the name it has here."""
         return {topics.ACTIONS: self.actions, topics.APPROVALS: self.approvals,
                 topics.VERIFICATIONS: self.verifications, topics.ALERTS: self.alerts,
-                topics.DEPLOYS: self.deploys, topics.ANOMALIES: self.anomalies}
+                topics.DEPLOYS: self.deploys, topics.ANOMALIES: self.anomalies, topics.METRICS: self.metrics}
 
 
 @dataclass

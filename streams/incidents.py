@@ -152,13 +152,9 @@ def report(incident_id: str | None, source: str | None, fmt: str, plot_path: str
         raise BackoutError(f"--plot draws one incident; {len(timelines)} were found (latest: {ids}): name one")
     write(timelines, fmt)
     if plot_path:
-        from streams.incident_report import plot
+        from streams.incident_report import draw
 
-        t = timelines[0]
-        metrics = [m.metric for m in t.pattern]
-        span = [s.ts for s in t.steps] or [t.as_of_ts]
-        start, end = min(span) - 300.0, max(span) + 300.0
-        plot(t, {m: fold.series(t.service or "", m, start, end) for m in metrics}, plot_path)
+        draw(fold, timelines[0], plot_path)
         click.echo(f"plot written to {plot_path}", err=True)
     click.echo(f"incident report: {len(timelines)} incident(s); {bad} unreadable record(s)", err=True)
 
