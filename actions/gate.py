@@ -59,7 +59,7 @@ ask the target which version runs before acting.
 >>> from backout.contracts import Decision, Target
 >>> d = Decision(ts=1000.0, incident_id="inc-1", service="checkout", action="rollback",
 ...              from_version="v2", to_version="v1", confidence=1.0, reason="Error rate 10x.",
-...              target=Target(kind="kubernetes"))
+...              target=Target(kind="kubernetes", namespace="shop", name="checkout"))
 >>> state, out = step(None, d)
 >>> [type(o).__name__ for o in out], out[0].status
 (['Verification', 'Alert', 'Execute'], 'executing')

@@ -147,6 +147,11 @@ class BackoutConfig(_Frozen):
     deploy_lateness_s: float = Field(default=15.0, ge=0, description="how late a deploy record may be read, behind "
                                      "the metrics: a decision due at T counts the deploys stamped up to T minus this, "
                                      "and is never due before onset + onset_slack_s + this")
+    max_future_skew_s: float = Field(default=600.0, gt=0, description="a sample stamped further ahead of its metrics "
+                                     "partition's event time is refused (a clock or unit error must not move time)")
+    max_lateness_s: float = Field(default=3600.0, gt=0, description="a new stream's first sample stamped further "
+                                  "behind its partition's event time is refused; more than max_future_skew_s, so that "
+                                  "one service with a fast clock cannot lock the others out")
 
     @field_validator("metrics", mode="before")
     @classmethod

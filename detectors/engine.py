@@ -6,7 +6,10 @@ one :class:`~detectors.monitor.MetricMonitor` per (service, metric) and a
 one :class:`~detectors.decider.Decider` in stage 2. Here there is one
 partition (0) and the stages are plain calls, in the same order as the
 worker's agents make them: the anomaly reaches the decider before the
-watermark of the sample that raised it.
+watermark of the sample that raised it. The same event-time rules refuse a
+sample far ahead of the partition's time, or a new stream's far behind it
+(:meth:`~detectors.watermark.PartitionClock.admit`); with no Kafka timestamp
+here, the file's first sample sets the time.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ class Engine:
     def __init__(self, config: BackoutConfig) -> None:
         self.config = config
         self.decider = Decider(config)
-        self._clock = PartitionClock(partition=0, interval_s=config.watermark_interval_s)
+        self._clock = PartitionClock(0, config.watermark_interval_s, 1, config.max_future_skew_s, config.max_lateness_s)
         self._monitors: dict[tuple[str, str], MetricMonitor] = {}
 
     def feed(self, record: Record) -> list[Output]:
@@ -50,13 +53,17 @@ class Engine:
         monitor = self._monitors.get(key)
         if monitor is None:
             monitor = MetricMonitor(record.service, record.metric, self.config.require_spec(record.metric))
+        # no Kafka timestamp here: the first sample sets the time (see detectors.watermark)
+        self._clock.admit(record.ts, record.service, record.metric, new_stream=key not in self._monitors)
         anomaly = monitor.update(record)  # DuplicateSample / OutOfOrderSample propagate
         self._monitors[key] = monitor
         out: list[Output] = []
         if anomaly is not None:
             out.append(anomaly)
             out += self.decider.handle(anomaly)
-        mark = self._clock.observe(record.ts, record.service)
+        if monitor.warmed_up:
+            self._clock.establish(record.service)
+        mark = self._clock.observe(record.ts)
         if mark is not None:
             out += self.decider.handle(mark)
         return out

@@ -165,6 +165,11 @@ class MetricMonitor:
         self._window = OnsetWindow(ONSET_WINDOW, spec.spike_samples)
 
     @property
+    def warmed_up(self) -> bool:
+        """Its baseline is learnt: a shift of this stream can be detected."""
+        return self._n >= self.spec.warmup_samples
+
+    @property
     def alarmed(self) -> bool:
         """Currently in a confirmed shift."""
         return self._alarm is not None

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -44,7 +45,7 @@ class WorkerProcess:
         return self
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
-        """Wait until the web server answers /health (the app has started)."""
+        """Wait until /health answers 200: the worker owns its partitions and has their states."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
@@ -57,8 +58,12 @@ class WorkerProcess:
         raise BrokerError(f"worker not ready after {timeout_s:.0f} s; see {self.log}")
 
     def health(self) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/health", timeout=5) as resp:
-            return dict(json.loads(resp.read()))
+        """/health's answer, ready (200) or not (503)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/health", timeout=5) as resp:
+                return dict(json.loads(resp.read()))
+        except urllib.error.HTTPError as exc:  # 503: starting or rebalancing; the body says which
+            return dict(json.loads(exc.read()))
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) as resp:

@@ -95,7 +95,9 @@ def _live(records, partitions: int, seed: int) -> list[Decision]:
         monitors[key] = mon
         if anomaly is not None:
             queues[p].append(anomaly)
-        mark = clocks[p].observe(r.ts, r.service)
+        if mon.warmed_up:
+            clocks[p].establish(r.service)
+        mark = clocks[p].observe(r.ts)
         if mark is not None:
             queues[p].append(mark)
     for p, clock in enumerate(clocks):
