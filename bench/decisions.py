@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -169,10 +170,9 @@ def world2_part(mode: str, seeds: int, config_path: str | None, hours: float = 4
         scale = 1000.0 if labels["latency_unit"] == "ms" else 1.0
         thresholds = {**THRESHOLDS, "latency_p95": ("max", THRESHOLDS["latency_p95"][1] * scale)}
         parts["backout"].append(score(run_backout(records, config_path)[0], labels))
-        parts["argo_like"].append(score(run_reference(
-            lambda: ThresholdAnalysis("argo-rollouts-like", 3, thresholds=thresholds), records), labels))
-        parts["flagger_like"].append(score(run_reference(
-            lambda: ThresholdAnalysis("flagger-like", 5, thresholds=thresholds), records), labels))
+        for name, failures in (("argo_like", 3), ("flagger_like", 5)):
+            make = partial(ThresholdAnalysis, name.replace("_", "-"), failures, thresholds=thresholds)
+            parts[name].append(score(run_reference(make, records), labels))
     return {"scenarios": seeds, **{k: summarise(v) for k, v in parts.items()}}
 
 
