@@ -36,13 +36,17 @@ the rate a Gamma(``0.5 + X0``, ``N0``) posterior (X0 errors in N0 requests);
 the post segment's X errors in N requests then have the Bayes factor, for
 the rate multiplied by ``r`` against by ``r0``::
 
-    log BF(r) = [ X ln(r / r0) + (A + X) ln((B + r0 N) / (B + r N)) ] / phi
+    log BF(r) = X ln(r / r0) + (A + X) ln((B + r0 N) / (B + r N))
 
-averaged over a grid of ``r`` from ``min_ratio`` to 50x. ``phi`` is the
-quasi-likelihood divisor of the *recent* window: its Pearson dispersion (the
+averaged over a grid of ``r`` from ``min_ratio`` to 50x, every count (X0,
+N0, X, N) in units of ``phi``, the quasi-Poisson dispersion of the *recent*
+window: its Pearson dispersion (the
 beta-binomial excess of real error counts, and a base rate that drifts within
 the window), inflated by the lag-1 autocorrelation of its residuals (a
-drifting rate's excess is autocorrelated): ``phi = 1 + (dispersion - 1)(1 + rho)/(1 - rho)``.
+drifting rate's excess is autocorrelated): ``phi = 1 + (dispersion - 1)(1 + rho)/(1 - rho)``,
+the dispersion taken at its upper 90% bound (a short window says little
+about its own noise), and never below the stream's long-run dispersion when
+the caller knows it (:class:`RecentWindow`).
 Rates without ``count`` get an effective count from the window, ``p(1-p)/var``
 (the number of trials a binomial of that variance would have): the same test,
 with the window's own noise as the unit of evidence.
@@ -54,8 +58,10 @@ integrated out under their invariant priors it is a martingale in the
 invariant filtration (Pérez-Ortiz et al. 2022, "E-statistics, group
 invariance and anytime valid testing"): valid with as few as 8 pre samples,
 and its Student-t tails carry the uncertainty of the short window's level and
-scale. Its sample sizes are divided by the AR(1) variance inflation of the
-window (latency is autocorrelated), and the post level is first moved back
+scale. Its sample sizes are divided by the AR(1) variance inflation
+``(1 + rho)/(1 - rho)`` and its degrees of freedom multiplied by
+``(1 - rho**2)/(1 + rho**2)`` (latency is autocorrelated; ``rho`` is the
+stream's long-run lag-1 autocorrelation, or the window's), and the post level is first moved back
 by the margin. Pre-window samples are winsorised at 4 MADs of their median
 (a spike before the deploy must not hide or fake a shift).
 
@@ -89,12 +95,14 @@ from detectors.onset import OnsetWindow
 from detectors.spec import MetricSpec
 
 MIN_PRE_SAMPLES = 8
+LONG_RUN_SAMPLES = 30  # a RecentWindow's long-run noise counts from this many samples
 TAIL_SAMPLES = 8  # pre samples kept to date an onset that came before the deploy
 RATE_GRID = (1.0, 1.5, 2.2, 3.3, 5.0, 7.5, 11.0, 17.0, 25.0, 35.0)  # x min_ratio, capped at MAX_RATIO
 MAX_RATIO = 50.0
 TAUS = (1.0, 3.0, 10.0)  # prior scales of a gauge's standardised shift
 MAX_RHO = 0.8  # the AR(1) inflation is capped at (1 + 0.8) / (1 - 0.8) = 9
 WINSOR_MADS = 4.0
+Z90 = 1.2816  # the standard normal's 90% quantile: a short window's dispersion is taken at its upper bound
 TINY = 1e-12
 
 
@@ -104,14 +112,25 @@ def _logmeanexp(xs: list[float]) -> float:
 
 
 def _rho(resid: list[float]) -> float:
-    """Lag-1 autocorrelation, bias-corrected for short series (Marriott & Pope 1954), in [0, MAX_RHO]."""
+    """Lag-1 autocorrelation of a short series, bias-corrected (Marriott & Pope 1954:
+    ``E r1 ~ rho - (1 + 3 rho) / m``), in [0, MAX_RHO]."""
     m = len(resid)
     ss = sum(r * r for r in resid)
     if m < 4 or ss <= 0.0:
         return 0.0
     r1 = sum(a * b for a, b in zip(resid, resid[1:], strict=False)) / ss
-    rho = (r1 * m + 1.0) / (m - 3.0)
-    return 0.0 if rho < 0.0 else MAX_RHO if rho > MAX_RHO else rho
+    return min(max((r1 * m + 1.0) / (m - 3.0), 0.0), MAX_RHO)
+
+
+def _upper_dispersion(dispersion: float, df: float) -> float:
+    """Upper 90% bound of a dispersion estimated on ``df`` degrees of freedom: ``df * d / chi2_df(0.1)``.
+
+    The chi-square quantile by Wilson & Hilferty (1931). A window of 8 quiet samples of a bursty
+    stream looks binomial; its bound (2.5 times the estimate) does not trust that.
+    """
+    c = 2.0 / (9.0 * df)
+    q = df * (1.0 - c - Z90 * math.sqrt(c)) ** 3
+    return max(dispersion, 1.0) * df / max(q, 1e-3)
 
 
 class AnchoredTest:
@@ -196,10 +215,10 @@ class AnchoredTest:
         p = x0 / n0
         resid = [(samples[i][0] - samples[i][1] * p) / math.sqrt(samples[i][1] * p * (1.0 - p))
                  if 0.0 < p < 1.0 else 0.0 for i in kept]
-        dispersion = sum(r * r for r in resid) / (len(resid) - 1)
+        dispersion = _upper_dispersion(sum(r * r for r in resid) / (len(resid) - 1), len(resid) - 1.0)
         v = (1.0 + (rho := _rho(resid))) / (1.0 - rho)
-        phi = max(1.0, 1.0 + (dispersion - 1.0) * v, self.dispersion)
-        self._pre = [0.5 + x0, n0, phi, n_eff]
+        phi = max(1.0 + (dispersion - 1.0) * v, self.dispersion)
+        self._pre = [0.5 + x0 / phi, n0 / phi, phi, n_eff]  # quasi-Poisson: counts in units of phi
         self.baseline = (0.5 + x0) / n0
         self._tail = [(x, n, ts) for x, n, ts in samples[-TAIL_SAMPLES:]]
 
@@ -218,8 +237,7 @@ class AnchoredTest:
         m0 = sum(ys) / n0
         s0 = sum((y - m0) ** 2 for y in ys)
         rho = _rho([y - m0 for y in ys]) if self.rho is None else min(max(self.rho, 0.0), MAX_RHO)
-        v = (1.0 + rho) / (1.0 - rho)
-        self._pre = [float(n0), m0, s0, v]
+        self._pre = [float(n0), m0, s0, rho]
         self.baseline = self._value(m0)
         self._tail = [(y, 1.0, ts) for y, (_, _, ts) in zip(ys[-TAIL_SAMPLES:], rows[-TAIL_SAMPLES:], strict=True)]
 
@@ -304,10 +322,11 @@ class AnchoredTest:
         root = math.sqrt(self.spec.min_ratio)
         r0 = root if sign > 0 else 1.0 / root
         out = []
+        x, n = x / phi, n / phi
         for g in RATE_GRID:
             r = min(self.spec.min_ratio * g, MAX_RATIO)
             r = r if sign > 0 else 1.0 / r
-            out.append((x * math.log(r / r0) + (a + x) * math.log((b + r0 * n) / (b + r * n))) / phi)
+            out.append(x * math.log(r / r0) + (a + x) * math.log((b + r0 * n) / (b + r * n)))
         return _logmeanexp(out)
 
     def _margin(self) -> float:
@@ -320,14 +339,15 @@ class AnchoredTest:
 
     def _gauge_lbf(self, sy: float, n1: float, syy: float) -> float | None:
         """Log Bayes factor of the two-sample t-test, or None when the segment moved the good way."""
-        n0, m0, s0, v = self._pre
+        n0, m0, s0, rho = self._pre
+        v = (1.0 + rho) / (1.0 - rho)
         sign = self._sign()
         m1 = sy / n1
         d = sign * (m1 - m0) - self._margin()
         if d <= 0.0:
             return None
         s1 = max(syy - n1 * m1 * m1, 0.0)
-        nu = max(1.0, (n0 + n1) / v - 2.0)
+        nu = max(1.0, (n0 + n1 - 2.0) * (1.0 - rho * rho) / (1.0 + rho * rho))  # dof of an AR(1) variance
         var = max((s0 + s1) / max(n0 + n1 - 2.0, 1.0), self.spec.min_sigma ** 2, TINY)
         nd = 1.0 / (1.0 / n0 + 1.0 / n1) / v
         t2 = d * d * nd / var
@@ -481,15 +501,15 @@ class RecentWindow:
 
     @property
     def dispersion(self) -> float:
-        """A rate's long-run variance inflation at its mean count, ``1 + (n - 1) rho`` (>= 1)."""
-        if self.spec.kind != "rate":
+        """A rate's long-run variance inflation at its mean count, ``1 + (n - 1) rho`` (1 before 30 samples)."""
+        if self.spec.kind != "rate" or self._n < LONG_RUN_SAMPLES:
             return 1.0
         return 1.0 + max(self._ew[2] - 1.0, 0.0) * max(self._ew[3], 0.0)
 
     @property
     def rho(self) -> float | None:
         """A gauge's long-run lag-1 autocorrelation (None for rates, or before 30 samples)."""
-        if self.spec.kind == "rate" or self._n < 30 or self._ew[1] <= 0.0:
+        if self.spec.kind == "rate" or self._n < LONG_RUN_SAMPLES or self._ew[1] <= 0.0:
             return None
         return min(max(self._ew[2] / self._ew[1], 0.0), MAX_RHO)
 
