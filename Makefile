@@ -3,8 +3,8 @@
 VENV      := .venv
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
-# Debian packages the tests start for real (none yet; nginx and prometheus arrive with their issues).
-DEBIAN_PACKAGES :=
+# Debian packages the tests start for real: nginx (the blue/green switch, tests/test_bluegreen.py).
+DEBIAN_PACKAGES := nginx
 
 .PHONY: demo test bench lint system-deps clean
 
@@ -31,10 +31,11 @@ lint: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/python bench/detectors.py --json
 	$(BIN)/python bench/decisions.py --json
 	$(BIN)/python bench/pipeline.py --json
+	$(BIN)/python bench/bluegreen.py --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

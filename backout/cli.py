@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "deploy-event": ("streams.ingest:deploy_event", "Publish one deployment event to the deploys topic."),
     "ingest": ("streams.ingest:ingest", "Publish a JSON Lines file of metric and deploy records to their topics."),
     "incident": (None, "Replay the topics into the timeline of one incident."),
+    "notify": ("actions.notify:notify", "Post every alert to Slack and/or a JSON webhook, with approve/deny links."),
 }
 
 

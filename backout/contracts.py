@@ -13,8 +13,10 @@ True
 
 from __future__ import annotations
 
+import base64
 import json
-from typing import Annotated, Any, Literal
+import time
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -131,12 +133,56 @@ class Watermark(Record):
     idle: bool = False
 
 
+class DeadLetter(Record):
+    """A record that could not be used, byte for byte, where it came from, and why.
+
+    ``ts`` is when it was refused (the broker timestamp of the bad record when it
+    has one). ``id`` is stable for one source record (its topic, partition and
+    offset, or its file and line): dead letters are published at least once, and
+    a consumer dedupes on ``id``.
+    """
+
+    type: Literal["deadletter"] = "deadletter"
+    id: NonEmpty
+    reason: NonEmpty
+    topic: str
+    partition: int
+    offset: int
+    value: str
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+    truncated_from_bytes: int | None = None
+
+
+DEAD_LETTER_KEEP_BYTES = 256 * 1024  # a bigger record is cut: its dead letter must fit the broker's 1 MB default
+
+
+def dead_letter(raw: bytes | None, reason: str, topic: str, partition: int, offset: int, ts: float) -> DeadLetter:
+    """The dead letter of ``raw``, read from ``topic[partition]`` at ``offset`` (a file: its name
+    and line number, partition -1), refused at ``ts`` for ``reason``.
+
+    >>> letter = dead_letter(b"{oops", "not JSON", "backout.metrics", 2, 17, 1.5)
+    >>> letter.id, letter.value, letter.encoding
+    ('dl-backout.metrics-2-17', '{oops', 'utf-8')
+    """
+    data = raw or b""
+    size = len(data)
+    data = data[:DEAD_LETTER_KEEP_BYTES]
+    try:
+        value, encoding = data.decode(), "utf-8"
+    except UnicodeDecodeError:
+        value, encoding = base64.b64encode(data).decode(), "base64"
+    return DeadLetter(ts=ts if ts > 0 else time.time(), id=f"dl-{topic}-{partition}-{offset}", reason=reason,
+                      topic=topic, partition=partition, offset=offset, value=value, encoding=encoding,  # type: ignore[arg-type]
+                      truncated_from_bytes=size if size > DEAD_LETTER_KEEP_BYTES else None)
+
+
 AnyRecord = Annotated[
-    Metric | Deploy | Anomaly | Decision | Approval | Verification | Alert | Watermark,
+    Metric | Deploy | Anomaly | Decision | Approval | Verification | Alert | Watermark | DeadLetter,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyRecord)
-RECORD_TYPES = ("metric", "deploy", "anomaly", "decision", "approval", "verification", "alert", "watermark")
+RECORD_TYPES = ("metric", "deploy", "anomaly", "decision", "approval", "verification", "alert", "watermark",
+                "deadletter")
 
 
 def encode(record: Record) -> bytes:
@@ -145,7 +191,20 @@ def encode(record: Record) -> bytes:
 
 
 def decode(raw: bytes | str, expect: type[Record] | None = None) -> Any:
-    """Parse and validate one record; raise :class:`ContractError` naming field, value and expectation."""
+    """Parse and validate one record; raise :class:`ContractError` naming field, value and expectation.
+
+    With ``expect`` (the record type of a topic) a valid record is parsed and validated in one
+    pass (pydantic's JSON parser: about 3x faster on the hot path); anything else takes the
+    general path, which says exactly what is wrong.
+    """
+    if expect is not None:
+        try:
+            fast = expect.model_validate_json(raw)
+        except ValidationError:
+            pass
+        else:
+            if "type" in fast.model_fields_set:
+                return fast
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -165,16 +224,42 @@ def decode(raw: bytes | str, expect: type[Record] | None = None) -> Any:
     return record
 
 
+Part = TypeVar("Part", bound=BaseModel)
+
+
+def validate(model: type[Part], data: object, what: str) -> Part:
+    """``data`` as ``model`` (a part of a record, such as a target's fields), with :func:`decode`'s
+    messages: :class:`ContractError` naming ``what``, the field, the value and the expectation."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ContractError(f"invalid {what}: {_problems(exc)}") from None
+
+
 def _describe(kind: str, exc: ValidationError) -> str:
+    return f"invalid {kind} record: " + _problems(exc, kind)
+
+
+def _problems(exc: ValidationError, level: str | None = None) -> str:
     parts = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        if loc and loc[0] == kind:  # the discriminator's own level
+        if loc and loc[0] == level:  # the discriminator's own level
             loc = loc[1:]
         field = ".".join(loc) or "<record>"
-        got = "missing" if err["type"] == "missing" else f"got {err['input']!r}"
+        got = "missing" if err["type"] == "missing" else f"got {_shown(err['input'])}"
         parts.append(f"field '{field}': {got}, expected {_expected(err)}")
-    return f"invalid {kind} record: " + "; ".join(parts)
+    return "; ".join(parts)
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a 10 kB value must not make a 10 kB message."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    if isinstance(value, str):
+        return f"{value[:limit - 20]!r}… ({len(value)} chars)"
+    return f"{text[:limit - 20]}… ({len(text)} chars of {type(value).__name__})"
 
 
 def _expected(err: Any) -> str:

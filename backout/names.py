@@ -17,6 +17,8 @@ version        letters, digits, ``_``, ``.``, ``-``; not ``.``   1-128   an OCI 
                or ``-`` first
 image          an OCI repository: ``[host[:port]/]path``,         1-255   the distribution spec's
                lower-case path components                                reference grammar
+address        ``host:port``: a DNS name, an IPv4 address or a   1-261   nginx's ``server``
+               bracketed IPv6 address; port 1-65535                      address (no unix sockets)
 =============  ===============================================  ======  =========================
 
 Nothing here allows a space, a quote, ``$``, ``;``, ``/`` (except between an
@@ -40,9 +42,11 @@ from typing import Literal
 
 from backout.errors import ContractError
 
-NameKind = Literal["service", "metric", "k8s_name", "namespace", "version", "image"]
+NameKind = Literal["service", "metric", "k8s_name", "namespace", "version", "image", "address"]
 
 _LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+_HOST_LABEL = r"[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
 FORMATS: dict[str, tuple[re.Pattern[str], int, str]] = {
     "service": (re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?"), 63,
                 "letters, digits, '.', '_' and '-', at most 63, a letter or digit at both ends"),
@@ -58,6 +62,9 @@ FORMATS: dict[str, tuple[re.Pattern[str], int, str]] = {
     "image": (re.compile(r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"
                          r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"), 255,
               "an OCI repository such as registry.example.com:5000/shop/checkout, at most 255"),
+    "address": (re.compile(rf"(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9A-Fa-f:.]{{2,45}}\]):{_PORT}"), 261,
+                "host:port, the host a DNS name, an IPv4 address or a bracketed IPv6 address, "
+                "the port 1-65535 (an nginx upstream server)"),
 }
 
 

@@ -25,7 +25,7 @@ from backout.settings import KafkaSettings
 from streams import topics
 from streams.admin import create_topics
 from streams.broker import EmbeddedBroker
-from streams.kafka import consumer, producer
+from streams.kafka import consumer, sender
 from streams.processes import WorkerProcess
 from streams.replay import replay_paced
 from streams.simulate import demo_scenario as _simulated
@@ -134,7 +134,7 @@ def demo(speed: float, seed: int, as_json: bool, timeout_s: float) -> None:
                         timeline.show("deploy", d.ts, f"{d.service} {d.previous_version} → {d.version} "
                                                       f"({d.deploy_id}) {labels.get(d.deploy_id, '')}")
 
-            replay_paced(producer(kafka), records, speed, from_ts=first_deploy - 600, on_tick=on_tick)
+            replay_paced(sender(kafka), records, speed, from_ts=first_deploy - 600, on_tick=on_tick)
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline and not any(
                     d["action"] == "rollback" for d in timeline.decisions()):

@@ -9,12 +9,11 @@ from typing import IO
 
 import click
 
-from backout.contracts import Deploy, Target, decode
+from backout.contracts import Deploy, Target, dead_letter, decode, encode
 from backout.errors import ContractError
 from backout.settings import KafkaSettings
 from streams import topics
-from streams.deadletter import envelope
-from streams.kafka import flush, producer, publish
+from streams.kafka import publish, sender
 from streams.replay import INPUT_TOPICS, publish_inputs
 
 
@@ -27,7 +26,7 @@ def ingest(source: IO[str]) -> None:
     service. A line that is not a valid metric or deploy record is reported on
     stderr with its line number and published to backout.deadletter.
     """
-    prod = producer(KafkaSettings())
+    out = sender(KafkaSettings())
     counts = {"metric": 0, "deploy": 0, "bad": 0}
     for number, line in enumerate(source, start=1):
         if not line.strip():
@@ -39,12 +38,12 @@ def ingest(source: IO[str]) -> None:
         except ContractError as exc:
             counts["bad"] += 1
             click.echo(f"line {number}: {exc}", err=True)
-            prod.produce(topics.DEADLETTER, envelope(line.encode(), str(exc), f"file:{source.name}", -1,
-                                                     number, time.time()))
+            out.send(topics.DEADLETTER, encode(dead_letter(line.encode(), str(exc), f"file:{source.name}", -1,
+                                                           number, time.time())))
             continue
-        publish_inputs(prod, [record])
+        publish_inputs(out, [record])
         counts[record.type] += 1
-    flush(prod)
+    out.flush(30)
     click.echo(f"published {counts['metric']} metrics, {counts['deploy']} deploys; "
                f"{counts['bad']} bad lines dead-lettered", err=True)
 
@@ -70,9 +69,9 @@ def deploy_event(service: str, version: str, previous_version: str | None, deplo
     record = Deploy(ts=ts or time.time(), service=service, deploy_id=deploy_id or f"d-{uuid.uuid4().hex[:12]}",
                     version=version, previous_version=previous_version, status=status,  # type: ignore[arg-type]
                     target=target)
-    prod = producer(KafkaSettings())
-    publish(prod, topics.DEPLOYS, [record])
-    flush(prod)
+    out = sender(KafkaSettings())
+    publish(out, topics.DEPLOYS, [record])
+    out.flush(30)
     sys.stdout.write(record.model_dump_json() + "\n")
 
 

@@ -1,4 +1,5 @@
-"""Small confluent-kafka helpers shared by the CLI bridges, the demo and the tests."""
+"""confluent-kafka helpers shared by the CLI bridges, the demo, the tools and the tests: one
+way to send (:class:`~streams.runtime.sender.Sender`), one way to read a topic to its end."""
 
 from __future__ import annotations
 
@@ -6,47 +7,49 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from backout.contracts import Record, encode
 from backout.errors import BrokerError
 from backout.settings import KafkaSettings
+from streams.runtime.sender import Sender
 
 
-def producer(settings: KafkaSettings) -> Producer:
-    return Producer(settings.confluent(**{"linger.ms": 5, "enable.idempotence": False}))
+def sender(settings: KafkaSettings, **conf: object) -> Sender:
+    """A :class:`Sender` over a new producer (``conf`` overrides librdkafka settings)."""
+    return Sender(Producer(settings.confluent(**{"linger.ms": 5, "enable.idempotence": False, **conf})))
 
 
-def publish(prod: Producer, topic: str, records: Iterable[Record], key_field: str = "service") -> int:
-    """Produce records keyed by ``key_field``; return how many were sent (call ``flush`` after)."""
+def publish(out: Sender, topic: str, records: Iterable[Record], key_field: str = "service") -> int:
+    """Send records keyed by ``key_field`` and stamped with their event time; return how many
+    (call ``out.flush`` after)."""
     sent = 0
     for record in records:
         key = getattr(record, key_field, None)
-        while True:
-            try:
-                prod.produce(topic, encode(record), key=key.encode() if key else None)
-                break
-            except BufferError:  # local queue full: let it drain
-                prod.poll(0.1)
-        prod.poll(0)
+        out.send(topic, encode(record), key.encode() if key else None, timestamp_ms=int(record.ts * 1000))
+        out.poll()
         sent += 1
     return sent
 
 
-def flush(prod: Producer, timeout_s: float = 30.0) -> None:
-    if prod.flush(timeout_s) > 0:
-        raise BrokerError(f"records still unsent after {timeout_s:.0f} s; is the broker up?")
-
-
 def consumer(settings: KafkaSettings, topics: list[str], group: str | None = None,
-             from_beginning: bool = True) -> Consumer:
-    conf = settings.confluent(**{
+             from_beginning: bool = True, **conf: object) -> Consumer:
+    """A consumer subscribed to ``topics`` (``conf`` overrides librdkafka settings)."""
+    config = settings.confluent(**{
         "group.id": group or f"backout-reader-{uuid.uuid4().hex[:8]}",
         "auto.offset.reset": "earliest" if from_beginning else "latest",
         "enable.auto.commit": group is not None,
         "session.timeout.ms": 6000,
+        **conf,
     })
-    cons = Consumer(conf)
+    cons = Consumer(config)
     cons.subscribe(topics)
     return cons
 
@@ -68,3 +71,39 @@ def messages(cons: Consumer, timeout_s: float, idle_s: float | None = None) -> I
             raise BrokerError(f"consume failed: {error}")
         last = time.monotonic()
         yield msg
+
+
+def read_to_end(settings: KafkaSettings, topic: str, partitions: Iterable[int] | None = None,
+                timeout_s: float = 30.0) -> Iterator[Message]:
+    """Every record of ``topic`` (or of some of its partitions) from the start to the end it had
+    when called, in offset order per partition; no consumer group is joined or committed. A topic
+    that does not exist reads as empty; :class:`BrokerError` if the end is not reached in time."""
+    cons = Consumer(settings.confluent(**{"group.id": f"backout-reader-{uuid.uuid4().hex[:8]}",
+                                          "enable.auto.commit": False, "enable.partition.eof": False}))
+    try:
+        if partitions is None:
+            meta = cons.list_topics(topic, timeout=timeout_s).topics.get(topic)
+            if meta is None or meta.error is not None:
+                return
+            partitions = sorted(meta.partitions)
+        ends = {}
+        for partition in partitions:
+            low, high = cons.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+            if high > low:
+                ends[partition] = high
+        cons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        deadline = time.monotonic() + timeout_s
+        while ends:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"reading {topic} {sorted(ends)} to its end took over {timeout_s:.0f} s")
+            for msg in cons.consume(1000, 0.5):
+                error = msg.error()
+                if error is not None:
+                    raise BrokerError(f"reading {topic}[{msg.partition()}] failed: {error}")
+                partition, offset = msg.partition() or 0, msg.offset() or 0
+                if offset < ends.get(partition, 0):
+                    yield msg
+                if offset + 1 >= ends.get(partition, 0):
+                    ends.pop(partition, None)
+    finally:
+        cons.close()

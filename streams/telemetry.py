@@ -1,14 +1,11 @@
-"""The worker's own health: Prometheus counters, consumer lag, and what it already decided."""
+"""The worker's own health: Prometheus counters and consumer lag."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import threading
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -17,7 +14,6 @@ from prometheus_client import (
 )
 
 from backout.contracts import Anomaly, Decision
-from backout.settings import KafkaSettings
 from streams import topics
 
 
@@ -34,6 +30,8 @@ class Telemetry:
                                 "(too large, not authorised)", ["topic"], registry=self.registry)
         self.dead_letters = Counter("backout_dead_letters", "Records sent to the dead letter topic", ["topic"],
                                     registry=self.registry)
+        self.waits = Counter("backout_producer_buffer_waits", "Times a send waited for a full local producer "
+                             "queue to drain (back-pressure)", registry=self.registry)
         self.samples_per_s = Gauge("backout_samples_per_second", "Metric samples consumed per second since "
                                    "the previous scrape", registry=self.registry)
         self.lag = Gauge("backout_consumer_lag", "Records behind the partition's high watermark",
@@ -41,7 +39,6 @@ class Telemetry:
         self._positions: dict[tuple[str, int], int] = {}
         self._highwaters: dict[tuple[str, int], int] = {}
         self._lag_lock = threading.Lock()
-        self._last_sample: dict[int, float] = {}  # metrics partition -> monotonic time of its last record
         self._samples = 0
         self._last_scrape = (time.monotonic(), 0)
 
@@ -51,11 +48,6 @@ class Telemetry:
         self._positions[(topic, partition)] = next_offset
         if topic == topics.METRICS:
             self._samples += count
-            self._last_sample[partition] = time.monotonic()
-
-    def last_consumed(self, partition: int, default: float) -> float:
-        """When a record of this metrics partition was last consumed (first asked: ``default``)."""
-        return self._last_sample.setdefault(partition, default)
 
     def highwater(self, topic: str, partition: int, offset: int) -> None:
         """The end of a partition read outside Faust (the metrics stage), for the lag gauge."""
@@ -73,6 +65,9 @@ class Telemetry:
 
     def refused(self, topic: str) -> None:
         self.refusals.labels(topic).inc()
+
+    def backpressure(self) -> None:
+        self.waits.inc()
 
     def anomaly(self, anomaly: Anomaly) -> None:
         self.anomalies.labels(anomaly.metric).inc()
@@ -107,39 +102,3 @@ class Telemetry:
         except Exception:  # consumer not started or partition not assigned any more
             return None
         return int(value) if value is not None else None
-
-
-async def published_incidents(kafka: KafkaSettings, timeout_s: float = 20.0) -> set[tuple[str, str]]:
-    """(incident id, action) pairs already on ``backout.actions``: a restarted decider never says one twice."""
-    return await asyncio.to_thread(_read_incidents, kafka, timeout_s)
-
-
-def _read_incidents(kafka: KafkaSettings, timeout_s: float) -> set[tuple[str, str]]:
-    cons = Consumer(kafka.confluent(**{"group.id": "backout-incident-scan", "enable.auto.commit": False}))
-    try:
-        meta = cons.list_topics(topics.ACTIONS, timeout=timeout_s).topics.get(topics.ACTIONS)
-        if meta is None or meta.error is not None:
-            return set()
-        ends = {}
-        for p in meta.partitions:
-            low, high = cons.get_watermark_offsets(TopicPartition(topics.ACTIONS, p), timeout=timeout_s)
-            if high > low:
-                ends[p] = high
-        cons.assign([TopicPartition(topics.ACTIONS, p, 0) for p in ends])
-        seen: set[tuple[str, str]] = set()
-        deadline = time.monotonic() + timeout_s
-        while ends and time.monotonic() < deadline:
-            msg = cons.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            try:
-                decision = json.loads(msg.value() or b"")
-                seen.add((decision["incident_id"], decision["action"]))
-            except (ValueError, KeyError, TypeError):
-                pass  # not a decision; the actions topic may carry other tools' records
-            partition, offset = msg.partition() or 0, msg.offset() or 0
-            if offset + 1 >= ends.get(partition, 0):
-                ends.pop(partition, None)
-        return seen
-    finally:
-        cons.close()

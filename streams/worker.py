@@ -2,7 +2,7 @@
 
 Two stages, the same parts as the backtest (:class:`detectors.engine.Engine`):
 
-* the metrics stage (:mod:`streams.monitor_stage`) — metric samples
+* the metrics stage (:mod:`streams.metrics_stage`, on the keyed-state runtime :mod:`streams.runtime`) — metric samples
   (partitioned by service) through one :class:`~detectors.monitor.MetricMonitor`
   per (service, metric), read in batches with confluent-kafka in a thread of
   its own, state checkpointed to a compacted changelog. Anomalies go to
@@ -28,15 +28,15 @@ import click
 import faust
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from backout.contracts import Deploy, Record, decode, encode
+from backout.contracts import Deploy, Record, dead_letter, decode, encode
 from backout.errors import BackoutError, ContractError
 from backout.settings import KafkaSettings
 from detectors.config import BackoutConfig, load_config
 from detectors.decider import Decider
 from streams import topics
-from streams.deadletter import envelope
-from streams.monitor_stage import MonitorStage
-from streams.telemetry import Telemetry, published_incidents
+from streams.metrics_stage import metrics_consumer
+from streams.published import PublishedActions
+from streams.telemetry import Telemetry
 
 log = logging.getLogger("backout.worker")
 DECIDER_KEY = "decider"
@@ -78,9 +78,9 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
     live_decider: Decider | None = None  # the decider table's state, unpacked; forgotten at every rebalance
     decider_table = app.Table("decider", default=None, partitions=1)
     telemetry = Telemetry(app)
-    stage = MonitorStage(settings.app_id, settings.partitions, kafka, config, telemetry,
-                         checkpoint_s=settings.checkpoint_s, idle_after_s=settings.idle_after_s)
-    published: set[tuple[str, str]] | None = None  # (incident id, action) already on backout.actions
+    stage = metrics_consumer(settings.app_id, settings.partitions, kafka, config, telemetry,
+                             checkpoint_s=settings.checkpoint_s, idle_after_s=settings.idle_after_s)
+    published = PublishedActions(kafka)
 
     async def send(record: Record, topic: str, wait: bool = False) -> None:
         key = getattr(record, "service", None)
@@ -89,11 +89,11 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
         if wait:  # a decision must be on the broker before the state that says it was made
             await fut
 
-    async def dead_letter(event: faust.EventT, reason: str) -> None:
+    async def send_dead_letter(event: faust.EventT, reason: str) -> None:
         msg = event.message
         telemetry.dead_letter(msg.topic, reason)
-        await outputs[topics.DEADLETTER].send(
-            key=msg.key, value=envelope(msg.value, reason, msg.topic, msg.partition, msg.offset, msg.timestamp))
+        await outputs[topics.DEADLETTER].send(key=msg.key, value=encode(
+            dead_letter(msg.value, reason, msg.topic, msg.partition, msg.offset, msg.timestamp)))
 
     def consumed(event: faust.EventT) -> None:
         msg = event.message
@@ -117,6 +117,7 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
     async def forget_live_decider(sender: Any, revoked: Any, **_: Any) -> None:
         nonlocal live_decider
         live_decider = None  # another worker may own it next; the table is the truth
+        published.forget()
 
     @app.agent(deploys_topic)
     async def forward_deploys(stream: Any) -> None:
@@ -125,17 +126,16 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
             try:
                 deploy = decode(event.value, expect=Deploy)
             except ContractError as exc:
-                await dead_letter(event, str(exc))
+                await send_dead_letter(event, str(exc))
                 continue
             await send(deploy, topics.DECIDER)
 
     @app.agent(decider_topic)
     async def decide(stream: Any) -> None:
-        nonlocal published, live_decider
+        nonlocal live_decider
         async for event in stream.events():
             consumed(event)
-            if published is None:  # the actions topic is the record of what was already decided
-                published = await published_incidents(kafka)
+            await published.load()  # before the first decision is due, not when it is
             try:
                 record = decode(event.value)
                 decider = live_decider
@@ -146,19 +146,17 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
                 outputs_ = decider.handle(record)
             except (ContractError, BackoutError) as exc:
                 live_decider = None  # it may have changed half-way: reload the table's state
-                await dead_letter(event, str(exc))
+                await send_dead_letter(event, str(exc))
                 continue
             except Exception as exc:  # a bug in the core must not stop the stream, nor lose the record
                 live_decider = None
                 log.exception("decider failed on %s", event.message)
-                await dead_letter(event, f"internal error: {exc!r}")
+                await send_dead_letter(event, f"internal error: {exc!r}")
                 continue
             for out in outputs_:
                 if out.type == "decision":
-                    said = (out.incident_id, out.action)  # a question may later become a rollback
-                    if said in published:
+                    if not await published.first_time(out):
                         continue
-                    published.add(said)
                     telemetry.decision(out)
                     await send(out, topics.ACTIONS, wait=True)
                 elif out.type == "alert":

@@ -11,12 +11,10 @@ from confluent_kafka.admin import ConfigResource
 from backout.cli import cli
 from backout.contracts import decode, encode
 from backout.errors import BackoutError
-from detectors.config import load_config
 from streams import topics
 from streams.admin import AdminClient, create_topics, existing_topics
-from streams.kafka import consumer, flush, messages, producer
-from streams.monitor_stage import MonitorStage
-from streams.telemetry import Telemetry
+from streams.kafka import consumer, messages, sender
+from streams.runtime.keyed import Clients
 from streams.topics import TopicSpec, specs
 from tests.test_contracts import EXAMPLES
 
@@ -24,10 +22,10 @@ from tests.test_contracts import EXAMPLES
 def test_every_contract_round_trips_through_a_real_topic(kafka, unique):
     topic = f"contracts-{unique}"
     create_topics(kafka, [TopicSpec(topic, 2, 3_600_000)])
-    prod = producer(kafka)
+    out = sender(kafka)
     for record in EXAMPLES:
-        prod.produce(topic, encode(record), key=record.type.encode())
-    flush(prod)
+        out.send(topic, encode(record), record.type.encode())
+    out.flush(30)
     cons = consumer(kafka, [topic])
     try:
         got = [decode(m.value()) for m in messages(cons, timeout_s=30, idle_s=3)]
@@ -79,14 +77,13 @@ def test_ingest_dead_letters_bad_lines_and_keeps_going(kafka, monkeypatch, tmp_p
     assert "field 'value'" in mine[0]["reason"] and mine[1]["reason"].startswith("not JSON")
 
 
-def test_the_metrics_stage_refuses_a_changelog_with_other_partitions(kafka, unique):
-    stage = MonitorStage(f"app-{unique}", 3, kafka, load_config(None), Telemetry(None))
-    stage._create_changelog()  # created compacted, with the metrics topic's partitions; idempotent
-    stage._create_changelog()
+def test_the_runtime_refuses_a_changelog_with_other_partitions(kafka, unique):
+    clients, changelog = Clients(kafka), f"app-{unique}-monitors-changelog"
+    clients.changelog(changelog, 3)  # created compacted, with the input topic's partitions; idempotent
+    clients.changelog(changelog, 3)
     admin = AdminClient(kafka.confluent())
-    assert existing_topics(admin)[stage.changelog] == 3
-    (described,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, stage.changelog)]).values()
+    assert existing_topics(admin)[changelog] == 3
+    (described,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, changelog)]).values()
     assert described.result(30)["cleanup.policy"].value == "compact"  # one state per key survives
-    other = MonitorStage(f"app-{unique}", 4, kafka, load_config(None), Telemetry(None))
-    with pytest.raises(BackoutError, match=r"has 3 partitions, the metrics stage expects 4 \(BACKOUT_PARTITIONS\)"):
-        other._create_changelog()
+    with pytest.raises(BackoutError, match=r"has 3 partitions, the stage expects 4 \(BACKOUT_PARTITIONS\)"):
+        clients.changelog(changelog, 4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backout.contracts import (
+    DEAD_LETTER_KEEP_BYTES,
     Alert,
     Anomaly,
     Approval,
@@ -13,6 +14,7 @@ from backout.contracts import (
     Metric,
     Verification,
     Watermark,
+    dead_letter,
     decode,
     encode,
 )
@@ -70,3 +72,11 @@ def test_errors_name_field_value_and_expectation(raw, message):
 def test_expect_rejects_other_types_on_a_topic():
     with pytest.raises(ContractError, match="expected 'metric' on this topic"):
         decode(encode(EXAMPLES[1]), expect=Metric)
+
+
+def test_a_huge_dead_letter_is_cut_to_fit_the_broker():
+    big = dead_letter(b"\xff" * (DEAD_LETTER_KEEP_BYTES * 4), "bad", "backout.metrics", 0, 1, 5.0)
+    assert big.truncated_from_bytes == DEAD_LETTER_KEEP_BYTES * 4 and big.encoding == "base64"
+    assert len(big.value) < 2 * DEAD_LETTER_KEEP_BYTES and len(encode(big)) < 1_000_000
+    small = dead_letter(b"{oops", "bad", "backout.metrics", 0, 1, 5.0)
+    assert small.truncated_from_bytes is None and decode(encode(small)) == small

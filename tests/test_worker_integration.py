@@ -24,7 +24,7 @@ from streams import topics
 from streams.admin import create_topics
 from streams.broker import EmbeddedBroker
 from streams.demo import demo_scenario
-from streams.kafka import consumer, flush, messages, producer
+from streams.kafka import consumer, messages, sender
 from streams.processes import WorkerProcess
 from streams.replay import publish_inputs
 from streams.topics import specs
@@ -91,11 +91,11 @@ def decisions_on(broker: EmbeddedBroker, expect: int, **kw) -> list[Decision]:
 
 
 def publish(broker: EmbeddedBroker, records: list, raw: list[bytes] = ()) -> None:
-    prod = producer(KafkaSettings(bootstrap_servers=broker.bootstrap))
-    publish_inputs(prod, records)
+    out = sender(KafkaSettings(bootstrap_servers=broker.bootstrap))
+    publish_inputs(out, records)
     for value in raw:
-        prod.produce(topics.METRICS, value, key=b"checkout")
-    flush(prod)
+        out.send(topics.METRICS, value, b"checkout")
+    out.flush(30)
 
 
 def test_worker_publishes_the_backtest_decisions(fresh_broker, tmp_path, scenario, expected):
