@@ -58,8 +58,9 @@ integrated out under their invariant priors it is a martingale in the
 invariant filtration (Pérez-Ortiz et al. 2022, "E-statistics, group
 invariance and anytime valid testing"): valid with as few as 8 pre samples,
 and its Student-t tails carry the uncertainty of the short window's level and
-scale. Its sample sizes are divided by the AR(1) variance inflation
-``(1 + rho)/(1 - rho)`` and its degrees of freedom multiplied by
+scale. Its sample sizes are divided by the AR(1) variance inflation of a mean of
+that many samples (:func:`_inflation`: 1 for one sample, ``(1 + rho)/(1 - rho)``
+for a long mean) and its degrees of freedom multiplied by
 ``(1 - rho**2)/(1 + rho**2)`` (latency is autocorrelated; ``rho`` is the
 stream's long-run lag-1 autocorrelation, or the window's), and the post level is first moved back
 by the margin. Pre-window samples are winsorised at 4 MADs of their median
@@ -120,6 +121,15 @@ def _rho(resid: list[float]) -> float:
         return 0.0
     r1 = sum(a * b for a, b in zip(resid, resid[1:], strict=False)) / ss
     return min(max((r1 * m + 1.0) / (m - 3.0), 0.0), MAX_RHO)
+
+
+def _inflation(rho: float, n: float) -> float:
+    """Variance of the mean of ``n`` AR(1) samples, in units of ``sigma**2 / n``:
+    ``1 + 2 sum_k (1 - k/n) rho**k`` = ``(1 + rho)/(1 - rho) - 2 rho (1 - rho**n) / (n (1 - rho)**2)``.
+    One sample is one sample whatever rho; the long-run factor applies only to long means."""
+    if rho <= 0.0 or n <= 1.0:
+        return 1.0
+    return (1.0 + rho) / (1.0 - rho) - 2.0 * rho * (1.0 - rho ** n) / (n * (1.0 - rho) ** 2)
 
 
 def _upper_dispersion(dispersion: float, df: float) -> float:
@@ -340,7 +350,6 @@ class AnchoredTest:
     def _gauge_lbf(self, sy: float, n1: float, syy: float) -> float | None:
         """Log Bayes factor of the two-sample t-test, or None when the segment moved the good way."""
         n0, m0, s0, rho = self._pre
-        v = (1.0 + rho) / (1.0 - rho)
         sign = self._sign()
         m1 = sy / n1
         d = sign * (m1 - m0) - self._margin()
@@ -349,7 +358,7 @@ class AnchoredTest:
         s1 = max(syy - n1 * m1 * m1, 0.0)
         nu = max(1.0, (n0 + n1 - 2.0) * (1.0 - rho * rho) / (1.0 + rho * rho))  # dof of an AR(1) variance
         var = max((s0 + s1) / max(n0 + n1 - 2.0, 1.0), self.spec.min_sigma ** 2, TINY)
-        nd = 1.0 / (1.0 / n0 + 1.0 / n1) / v
+        nd = 1.0 / (_inflation(rho, n0) / n0 + _inflation(rho, n1) / n1)
         t2 = d * d * nd / var
         out = []
         for tau in TAUS:
@@ -522,12 +531,28 @@ class RecentWindow:
         except ValueError:
             return None
 
+    @property
+    def step_s(self) -> float:
+        """The median interval between the window's samples (0 with fewer than two)."""
+        buf = self._buf
+        if len(buf) < 2:
+            return 0.0
+        steps = sorted(b[2] - a[2] for a, b in zip(buf, buf[1:], strict=False))
+        return steps[len(steps) // 2]
+
     def after(self, deploy_ts: float) -> list[tuple[float, float | None, float]]:
         """The samples already seen at or after ``deploy_ts`` (a deploy record read late)."""
         return [s for s in self._buf if s[2] >= deploy_ts]
 
     def to_state(self) -> list[Any]:
-        return [self._n, self._ew, [list(s) for s in self._buf]]
+        """``[n, ew, ref, values, counts (None: none given), ts - ref]``, ref the newest ts: columns
+        keep the JSON short, and ``ts - ref`` is exact (Sterbenz) for epoch timestamps."""
+        buf = self._buf
+        ref = buf[-1][2] if buf else 0.0
+        if any((ts - ref) + ref != ts for _, _, ts in buf):
+            ref = 0.0
+        counts = None if all(c is None for _, c, _ in buf) else [c for _, c, _ in buf]
+        return [self._n, self._ew, ref, [v for v, _, _ in buf], counts, [ts - ref for _, _, ts in buf]]
 
     @classmethod
     def from_state(cls, state: list[Any], spec: MetricSpec, size: int = 90,
@@ -535,5 +560,8 @@ class RecentWindow:
         win = cls(spec, size, halflife_samples)
         win._n = int(state[0])
         win._ew = [float(v) for v in state[1]]
-        win._buf = [(float(v), None if c is None else float(c), float(ts)) for v, c, ts in state[2]][-size:]
+        ref, values, counts, dts = float(state[2]), state[3], state[4], state[5]
+        counts = counts if counts is not None else [None] * len(values)
+        win._buf = [(float(v), None if c is None else float(c), float(dt) + ref)
+                    for v, c, dt in zip(values, counts, dts, strict=True)][-size:]
         return win

@@ -72,8 +72,14 @@ def _live(records, partitions: int, seed: int) -> list[Decision]:
     queues: list[list] = [[] for _ in range(partitions)]
     for r in records:
         p = sum(map(ord, r.service)) % partitions
-        if isinstance(r, Deploy):
+        if isinstance(r, Deploy):  # to the decider, and to the service's monitors (their anchored tests)
             queues[p].append(r)
+            if r.status in ("started", "finished") and r.version != r.previous_version:
+                for (service, _), mon in monitors.items():
+                    found = mon.anchor(r.deploy_id, r.ts, r.ts if r.status == "finished" else None) \
+                        if service == r.service else None
+                    if found is not None:
+                        queues[p].append(found)
             continue
         spec = config.spec_for(r.metric)
         key = (r.service, r.metric)

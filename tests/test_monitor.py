@@ -191,19 +191,22 @@ def test_onset_is_where_the_level_moved_not_where_the_cusum_left_zero():
     assert fired[0][1].samples == 113 - 92 + 1  # the CUSUM's excursion, reported as it is
 
 
-def test_a_version_1_state_loads_with_an_empty_onset_window():
+@pytest.mark.parametrize("version, dropped", [(1, ("o", "w", "t", "g")), (2, ("w", "t", "g"))])
+def test_an_older_state_loads_with_empty_windows(version, dropped):
     mon = monitor("latency_p95")
     feed(mon, [0.2, 0.21, 0.19] * 20)
     state = json.loads(json.dumps(mon.to_state()))
-    assert state["v"] == 2 and len(state["o"][1]) == 30  # the tested samples after the warm-up
-    del state["o"]
-    state["v"] = 1
+    assert state["v"] == 3 and len(state["o"][1]) == 30  # the tested samples after the warm-up
+    assert len(state["w"][3]) == 60 and state["t"] == []  # the recent window; no deploy, no test open
+    for key in dropped:
+        del state[key]
+    state["v"] = version
     old = MetricMonitor.from_state(state, spec_for("latency_p95"))
-    assert old.to_state()["o"] == [0.0, []]
+    assert old.to_state()["w"][3] == [] and (version > 1 or old.to_state()["o"] == [0.0, []])
     fired = feed(old, [0.4] * 5, start=60)
     assert [(i, a.onset_ts) for i, a in fired] == [(62, T0 + 600.0)]
-    with pytest.raises(ValueError, match="monitor state version 3 is not 1 or 2"):
-        MetricMonitor.from_state({**state, "v": 3}, spec_for("latency_p95"))
+    with pytest.raises(ValueError, match="monitor state version 4 is not 1, 2 or 3"):
+        MetricMonitor.from_state({**state, "v": 4}, spec_for("latency_p95"))
 
 
 def test_significant_but_harmless_shift_is_ignored():
@@ -261,15 +264,16 @@ def test_count_zero_carries_no_evidence():
 
 
 def test_state_is_compact_json():
+    """A few KB: the bank, the onset window (64 samples) and the anchored tests' recent window (90 samples)."""
     for metric in DEFAULT_SPECS:
         mon = monitor(metric)
         feed(mon, [0.01 + 0.001 * (i % 3) for i in range(80)] + [0.9] * 3, 1000.0)
         text = json.dumps(mon.to_state())
-        assert len(text) <= 4096, (metric, len(text))
+        assert len(text) <= 5120, (metric, len(text))
         assert json.loads(text) == mon.to_state()
     both = MetricMonitor("svc", "x", MetricSpec(kind="gauge", direction="both", min_ratio=1.0, spike_samples=5))
     feed(both, [float(i % 7) for i in range(100)] + [50.0] * 4)
-    assert len(json.dumps(both.to_state())) <= 4096
+    assert len(json.dumps(both.to_state())) <= 5120
 
 
 def test_bad_spec_type_is_refused():
