@@ -34,7 +34,7 @@ of issue 12: never two versions back past a version that served well).
 
 Modes (``scenario(seed, mode)``):
 
-* ``sim``: 3 h, 8-10 services, events every 25-35 min;
+* ``sim``: 4 h, 8-10 services, events every 25-35 min;
 * ``slow``: the same at 30 s sampling;
 * ``testbed``: a microservice testbed: 1-min samples, rates without counts,
   latency in ms, 14-18 min of history, then one release of 1-6 services at
@@ -479,7 +479,7 @@ def _shop(rng: np.random.Generator, n: int, step_s: float) -> list[Service]:
     return out
 
 
-def scenario(seed: int, mode: str = "sim", hours: float = 3.0) -> tuple[list[Metric | Deploy], dict[str, Any]]:
+def scenario(seed: int, mode: str = "sim", hours: float = 4.0) -> tuple[list[Metric | Deploy], dict[str, Any]]:
     """A labelled world-2 stream (module doc); the same seed and mode give the same records."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")

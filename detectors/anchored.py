@@ -98,6 +98,7 @@ from detectors.spec import MetricSpec
 MIN_PRE_SAMPLES = 8
 LONG_RUN_SAMPLES = 30  # a RecentWindow's long-run noise counts from this many samples
 TAIL_SAMPLES = 8  # pre samples kept to date an onset that came before the deploy
+ONSET_NATS = 3.0  # an onset is dated before the deploy only if the data favour it this much (e^3 ~ 20:1)
 RATE_GRID = (1.0, 1.5, 2.2, 3.3, 5.0, 7.5, 11.0, 17.0, 25.0, 35.0)  # x min_ratio, capped at MAX_RATIO
 MAX_RATIO = 50.0
 TAUS = (1.0, 3.0, 10.0)  # prior scales of a gauge's standardised shift
@@ -238,7 +239,8 @@ class AnchoredTest:
         return value
 
     def _learn_gauge(self, rows: list[tuple[float, float | None, float]]) -> None:
-        ys = [self._y(v) for v, _, _ in rows]
+        raw = [self._y(v) for v, _, _ in rows]
+        ys = raw
         med = sorted(ys)[len(ys) // 2]
         mad = 1.4826 * sorted(abs(y - med) for y in ys)[len(ys) // 2]
         lim = WINSOR_MADS * mad
@@ -249,7 +251,8 @@ class AnchoredTest:
         rho = _rho([y - m0 for y in ys]) if self.rho is None else min(max(self.rho, 0.0), MAX_RHO)
         self._pre = [float(n0), m0, s0, rho]
         self.baseline = self._value(m0)
-        self._tail = [(y, 1.0, ts) for y, (_, _, ts) in zip(ys[-TAIL_SAMPLES:], rows[-TAIL_SAMPLES:], strict=True)]
+        # the tail as it was, not winsorised: it dates a shift that began before the deploy
+        self._tail = [(y, 1.0, ts) for y, (_, _, ts) in zip(raw[-TAIL_SAMPLES:], rows[-TAIL_SAMPLES:], strict=True)]
 
     def _value(self, y: float) -> float:
         return math.exp(y) if self.spec.log_scale and self.spec.kind != "health" else y
@@ -376,24 +379,41 @@ class AnchoredTest:
         return self._sign() * (level - base) >= floor
 
     def _onset(self, fallback: float) -> float:
-        """The change-time estimate over the last pre samples and the post samples (may precede the deploy)."""
-        window = OnsetWindow(len(self._tail) + len(self._post), self.spec.spike_samples)
-        for y, w, ts in self._tail + self._post:
-            window.add(y, w, ts)
+        """The change-time estimate over the last pre samples and the post samples (:mod:`detectors.onset`).
+
+        It may precede the deploy (a degradation that was already there), but only when the data
+        favour that by more than ``ONSET_NATS`` over the best onset after the deploy: an estimate
+        one sample early is noise, and must not excuse the deploy.
+        """
         sign = self._sign()
         if self._rate:
-            p0 = self.baseline
+            p0, unit = self.baseline, self._pre[2]  # gains in counts: phi of them to a nat
 
             def gain(sy: float, sw: float, s: int) -> float:
                 p = min(max(sy / sw, 0.0), 1.0)
                 return sw * _kl(p, p0) if s * (p - p0) > 0.0 and sw > 0 else 0.0
-            return window.onset(p0, gain, sign, fallback)
-        m0 = self._pre[1]
+            center = p0
+        else:
+            n0, m0, s0, rho = self._pre
+            center = m0
+            unit = 2.0 * max(s0 / max(n0 - 1.0, 1.0), self.spec.min_sigma ** 2, TINY) * (1.0 + rho) / (1.0 - rho)
 
-        def gauge(sy: float, sw: float, s: int) -> float:
-            diff = sy - sw * m0
-            return diff * diff / sw if s * diff > 0.0 and sw > 0 else 0.0
-        return window.onset(m0, gauge, sign, fallback)
+            def gain(sy: float, sw: float, s: int) -> float:
+                diff = sy - sw * m0
+                return diff * diff / sw if s * diff > 0.0 and sw > 0 else 0.0
+        before, after = (OnsetWindow(len(rows) or 1, self.spec.spike_samples)
+                         for rows in (self._tail + self._post, self._post))
+        for y, w, ts in self._tail + self._post:
+            before.add(y, w, ts)
+            if ts >= self.deploy_ts:
+                after.add(y, w, ts)
+        g_all, ts_all = before.best(center, gain, sign)
+        g_post, ts_post = after.best(center, gain, sign)
+        if g_post <= 0.0:
+            ts_post = fallback
+        if g_all <= 0.0 or ts_all >= self.deploy_ts or (g_all - g_post) / unit < ONSET_NATS:
+            return ts_post
+        return ts_all
 
     @property
     def ratio(self) -> float:
@@ -522,10 +542,10 @@ class RecentWindow:
             return None
         return min(max(self._ew[2] / self._ew[1], 0.0), MAX_RHO)
 
-    def start(self, deploy_ts: float, **settings: Any) -> AnchoredTest | None:
-        """An anchored test of the deploy at ``deploy_ts`` (``settings``: its keyword arguments),
-        or None with fewer than ``MIN_PRE_SAMPLES`` usable samples before it."""
-        pre = [s for s in self._buf if s[2] < deploy_ts]
+    def start(self, deploy_ts: float, since_ts: float = -math.inf, **settings: Any) -> AnchoredTest | None:
+        """An anchored test of the deploy at ``deploy_ts`` from the samples since ``since_ts``
+        (``settings``: its keyword arguments), or None with fewer than ``MIN_PRE_SAMPLES`` of them."""
+        pre = [s for s in self._buf if since_ts <= s[2] < deploy_ts]
         try:
             return AnchoredTest(self.spec, deploy_ts, pre, dispersion=self.dispersion, rho=self.rho, **settings)
         except ValueError:

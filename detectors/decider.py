@@ -104,10 +104,12 @@ class Decider:
             self._deploys.add(record)
             return []
         if isinstance(record, Anomaly):
-            samples = (record.model_extra or {}).get("samples")
+            extra = record.model_extra or {}
+            samples, deploy_id = extra.get("samples"), extra.get("deploy_id")
             shift = Shift(record.service, record.metric, record.onset_ts, record.detected_ts,
                           record.baseline, record.current, record.ratio, record.score, record.detector,
-                          samples if isinstance(samples, int) else 0)
+                          samples if isinstance(samples, int) else 0,
+                          deploy_id if isinstance(deploy_id, str) else "")
             if any(_same(shift, s) for s in self._shifts):
                 return []  # a redelivery
             self._services.add(shift.service)
@@ -165,8 +167,7 @@ class Decider:
         known = [s for s in self._shifts if s.detected_ts <= due_ts]
         total = max(self._clock.services, len(self._services))
         spec = self.config.spec_for(shift.metric)
-        min_samples = (spec.spike_samples if spec is not None else 0) + 1
-        verdict = correlate(shift, view, known, view_of, total, policy, due_ts, extended, min_samples,
+        verdict = correlate(shift, view, known, view_of, total, policy, due_ts, extended,
                             self._blamed)
         if verdict.kind == "wait":
             wait_until = max(due_ts, shift.detected_ts + policy.shared.hold_s)
@@ -213,7 +214,7 @@ class Decider:
             lag_s = max(0.0, s.onset_ts - change.ts)
             a = assess(factor, s.current - s.baseline, lag_s, list(verdict.ambiguity),
                        self.config.metric_policy(service, s.metric), policy.window_s,
-                       self.config.mode_for(service, s.metric))
+                       self.config.mode_for(service, s.metric), policy.late_ramp_s)
             graded.append((a.clear, a.confidence, -s.onset_ts, s.metric, s, a, direction, lag_s))
         graded.sort(key=lambda g: g[:4], reverse=True)
         _, _, _, _, primary, a, direction, lag_s = graded[0]
@@ -227,12 +228,22 @@ class Decider:
             if a.would != "rollback" or mode != "auto" or view.current != change.version or target is None:
                 return []
             self._incidents[incident] = (due_ts, "rollback")
+            self._deploys.mark_bad(service, change.version)
             text = wording.upgrade(what, lag_s, change.version, service, target, due_ts - asked_ts)
             return self._emit(incident, "rollback", service, change, view, target, a.confidence, text,
                               evidence, due_ts, mode)
         if not a.actionable:
             return [self._alert(due_ts, "info", f"{what} on {service} after the deployment of {change.version}, "
                                 "below the rollback threshold: watching.", primary)]
+        if shift.detected_ts - change.ts > policy.window_s:
+            return [self._alert(due_ts, "info", f"{what} on {service}, confirmed "
+                                f"{wording.duration(shift.detected_ts - change.ts)} after the deployment of "
+                                f"{change.version}: too long after it to ask about it; watching.", primary)]
+        traffic = verdict.traffic
+        if traffic is not None and traffic >= adverse_factor(primary, direction) and not a.clear:
+            return [self._alert(due_ts, "info", f"{what} on {service} after the deployment of {change.version}, "
+                                f"but its traffic grew {wording.times(traffic)} at the same time: "
+                                "load, not the deploy; watching.", primary)]
         if view.current is not None and view.current != change.version and view.current in view.known_good:
             self._incidents[incident] = (due_ts, "none")
             return [self._alert(due_ts, "info", f"{what} on {service} after the deployment of {change.version}; "
@@ -244,8 +255,9 @@ class Decider:
                     "Escalating to a human.")
             return self._emit(incident, "escalate", service, change, view, None, a.confidence, text,
                               evidence, due_ts, mode)
-        self._deploys.mark_bad(service, change.version)
         action: Action = a.would or "request_approval"
+        if action == "rollback" and mode == "auto":  # a question, answered or not, leaves the version as it was
+            self._deploys.mark_bad(service, change.version)
         if mode == "off":
             self._incidents[incident] = (due_ts, "none")
             verb = "roll back" if action == "rollback" else "ask to roll back"

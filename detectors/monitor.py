@@ -323,9 +323,11 @@ class MetricMonitor:
             if finished_ts is not None:
                 test.horizon_s = max(test.horizon_s, finished_ts - test.deploy_ts + spec.anchor_horizon_s / 2)
             return None
-        test = self._recent.start(deploy_ts, alpha=spec.anchor_alpha, horizon_s=spec.anchor_horizon_s,
+        # a shift in progress at the deploy is the level the deploy is judged against: its samples only
+        since = self._alarm[7] if self._alarm is not None else -math.inf
+        test = self._recent.start(deploy_ts, since, alpha=spec.anchor_alpha, horizon_s=spec.anchor_horizon_s,
                                   onset_half_s=spec.anchor_onset_half_s)
-        if test is None:  # too little history before it
+        if test is None:  # too little history before it (or since the shift in progress began)
             self._end(deploy_id)
             return None
         if finished_ts is not None:

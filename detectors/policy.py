@@ -7,6 +7,11 @@ adverse factor on a log scale, 1 at ``clear_ratio``)::
 
     confidence = timing × (0.5 + 0.5 × size) × 0.75 ^ (number of ambiguities)
 
+A shift is acted on at all (*actionable*) from ``act_ratio``, or, when it
+began later than ``clear_within_s`` after the deploy, from a factor that grows
+to ``clear_ratio`` over ``late_ramp_s`` (:func:`ask_ratio`), and it must then
+reach ``min_delta`` too.
+
 A case is *clear-cut* when the factor reaches ``clear_ratio`` (and the
 absolute change ``min_delta``), the onset is within ``clear_within_s`` of the
 deploy, and nothing makes the blame ambiguous. Then, by mode:
@@ -49,8 +54,21 @@ class Assessment:
     why_not_clear: tuple[str, ...]
 
 
+def ask_ratio(policy: MetricPolicy, lag_s: float, late_ramp_s: float) -> float:
+    """The factor a shift that began ``lag_s`` after the deploy needs to be acted on at all.
+
+    ``act_ratio`` up to ``clear_within_s``; then it grows geometrically to ``clear_ratio`` over
+    ``late_ramp_s``: the further from the deploy a shift began, the likelier something else
+    caused it, and the larger it must be before a person is asked about the deploy.
+    """
+    if lag_s <= policy.clear_within_s or policy.clear_ratio <= policy.act_ratio:
+        return policy.act_ratio
+    frac = min(1.0, (lag_s - policy.clear_within_s) / late_ramp_s)
+    return float(policy.act_ratio * (policy.clear_ratio / policy.act_ratio) ** frac)
+
+
 def assess(factor: float, delta: float, lag_s: float, ambiguity: list[str], policy: MetricPolicy,
-           window_s: float, mode: Mode) -> Assessment:
+           window_s: float, mode: Mode, late_ramp_s: float = 600.0) -> Assessment:
     """Decide what to do about a shift of ``factor`` (adverse) that began ``lag_s`` after its deploy."""
     timing = 1.0
     if lag_s > policy.clear_within_s:
@@ -67,7 +85,9 @@ def assess(factor: float, delta: float, lag_s: float, ambiguity: list[str], poli
         reasons.append(f"it began {lag_s / 60:.0f} min after the deploy, later than the "
                        f"{policy.clear_within_s / 60:g} min that is clear-cut")
     clear = not reasons
-    actionable = factor >= policy.act_ratio
+    # a late shift must also be visible in absolute terms: 0.05% -> 0.5% half an hour on is not the deploy's
+    actionable = factor >= ask_ratio(policy, lag_s, late_ramp_s) and (
+        lag_s <= policy.clear_within_s or abs(delta) >= policy.min_delta)
     would: Action | None = None
     if actionable:
         would = "rollback" if clear else "request_approval"

@@ -113,8 +113,9 @@ DEFAULT_SPECS: dict[str, MetricSpec] = {
     # fraction healthy: a drop to 80% of the baseline, sustained over more than 3 checks
     "health": MetricSpec(kind="health", direction="down", min_ratio=1.25, spike_samples=3,
                          log_scale=False, min_sigma=0.02),
-    # traffic is context, not a fault: accepted and validated, never tested
-    "requests": MetricSpec(kind="gauge", direction="both", min_ratio=1.5, enabled=False),
+    # traffic is context, not a fault: its shifts (a surge) go to the decider, which never blames a deploy
+    # for them, but excuses a shift that traffic explains
+    "requests": MetricSpec(kind="gauge", direction="both", min_ratio=1.5),
 }
 
 

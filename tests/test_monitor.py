@@ -225,9 +225,15 @@ def test_health_drop_fires_but_a_pod_restart_does_not():
     assert fired[0][1].current == pytest.approx(0.6) and fired[0][1].onset_ts == T0 + 950.0
 
 
-def test_requests_are_never_tested():
-    mon = monitor("requests")
+def test_a_disabled_metric_is_checked_and_never_tested():
+    mon = MetricMonitor("svc", "queue", MetricSpec(kind="gauge", direction="both", min_ratio=1.5, enabled=False))
     assert feed(mon, [100.0] * 50 + [1000.0] * 50) == [] and mon.to_state()["ts"] == T0 + 990.0
+
+
+def test_a_traffic_surge_is_reported_as_context():
+    rng = random.Random(9)
+    fired = feed(monitor("requests"), [100.0 * (1 + rng.gauss(0, 0.03)) for _ in range(60)] + [250.0] * 10)
+    assert [(i, a.direction) for i, a in fired] == [(62, "up")]
 
 
 def test_rate_without_count_still_detects():

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from backout.errors import ConfigError
 from detectors.config import BackoutConfig, MetricPolicy, load_config
-from detectors.policy import assess
+from detectors.policy import ask_ratio, assess
 
 ERR = MetricPolicy(act_ratio=1.5, clear_ratio=5.0, clear_within_s=300.0, min_delta=0.005)
 
@@ -22,6 +22,9 @@ CASES = [
     ("ambiguous blame: ask", 10.0, 0.045, 60.0, ["two deploys"], "auto", "request_approval", False),
     ("below act_ratio: alert only", 1.3, 0.001, 60.0, [], "auto", None, False),
     ("below act_ratio, approval: alert only", 1.3, 0.001, 60.0, [], "approval", None, False),
+    ("2x, 10 min after: too small that late, alert only", 2.0, 0.01, 600.0, [], "auto", None, False),
+    ("4x, 10 min after: ask", 4.0, 0.02, 600.0, [], "auto", "request_approval", False),
+    ("10x of a tiny rate, 10 min after: alert only", 10.0, 0.0009, 600.0, [], "auto", None, False),
 ]
 
 
@@ -30,6 +33,12 @@ def test_assess(case, factor, delta, lag_s, ambiguity, mode, action, clear):
     a = assess(factor, delta, lag_s, ambiguity, ERR, 1800.0, mode)
     assert (a.action, a.clear) == (action, clear)
     assert 0 <= a.confidence <= 1
+
+
+@pytest.mark.parametrize("lag_s, needed", [(0.0, 1.5), (300.0, 1.5), (600.0, 1.5 * (5 / 1.5) ** 0.5),
+                                            (900.0, 5.0), (3000.0, 5.0)])
+def test_the_later_a_shift_began_the_larger_it_must_be_to_ask(lag_s, needed):
+    assert ask_ratio(ERR, lag_s, late_ramp_s=600.0) == pytest.approx(needed)
 
 
 def test_confidence_falls_with_lag_size_and_doubt():
