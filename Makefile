@@ -3,8 +3,9 @@
 VENV      := .venv
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
-# Debian packages the tests start for real: nginx (the blue/green switch, tests/test_bluegreen.py).
-DEBIAN_PACKAGES := nginx
+# Debian packages the tests start for real: nginx (the blue/green switch, tests/test_bluegreen.py),
+# prometheus (the bridge and remote write, tests/test_feeds_integration.py).
+DEBIAN_PACKAGES := nginx prometheus
 
 .PHONY: demo test bench lint system-deps clean
 
@@ -36,6 +37,8 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/decisions.py --json
 	$(BIN)/python bench/pipeline.py --json
 	$(BIN)/python bench/bluegreen.py --json
+	$(BIN)/python bench/feeds.py --json
+	$(BIN)/python bench/recovery.py --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -26,6 +26,7 @@ Severity = Literal["info", "warning", "critical"]
 DeployStatus = Literal["started", "finished", "failed", "rolled_back"]
 Action = Literal["rollback", "request_approval", "escalate"]
 VerificationStatus = Literal["executing", "executed", "verified", "not_recovered", "failed"]
+MetricKind = Literal["rate", "gauge", "health"]
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 
@@ -66,6 +67,8 @@ class Deploy(Record):
 
 
 class Anomaly(Record):
+    """A sustained shift of one (service, metric); the monitor re-sends it, ``worsened``, as it grows."""
+
     type: Literal["anomaly"] = "anomaly"
     service: NonEmpty
     metric: NonEmpty
@@ -76,6 +79,12 @@ class Anomaly(Record):
     current: float
     ratio: float
     score: float
+    direction: Literal["up", "down"] | None = Field(default=None, description="the way it moved (None: not said)")
+    kind: MetricKind | None = Field(default=None, description="the metric's kind, as its spec says")
+    samples: int = Field(default=0, ge=0, description="length of the excursion in samples (0: unknown)")
+    worsened: bool = Field(default=False, description="a re-report: the shift got markedly worse")
+    deploy_id: str | None = Field(default=None, description="the deploy whose anchored test found it "
+                                  "(detectors.anchored); None: the unconditional monitor's")
 
 
 class Decision(Record):
@@ -97,6 +106,7 @@ class Approval(Record):
     incident_id: NonEmpty
     approved: bool
     by: NonEmpty
+    service: str | None = None  # the incident's: approvals are keyed (partitioned) by it, as decisions are
 
 
 class Verification(Record):

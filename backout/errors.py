@@ -5,8 +5,12 @@
     ├── ConfigError              a configuration file or setting is invalid
     ├── SampleRejected           a valid sample the detectors cannot use
     │   ├── DuplicateSample      same (service, metric, ts) seen already
-    │   └── OutOfOrderSample     older than the newest sample of its stream
+    │   ├── OutOfOrderSample     older than the newest sample of its stream
+    │   ├── UnknownMetric        a metric the configuration has no spec for
+    │   └── UnexpectedRecord     a record of a type this stage does not take
     ├── BrokerError              the Kafka broker cannot be started or reached
+    ├── UnknownIncident          no decision on the actions topic carries this incident id
+    ├── AnswerRefused            an approval or denial that would change nothing
     └── NotBuiltYet              a CLI command whose feature has not landed
 
 The CLI prints ``str(error)`` as one red line and exits 1; messages say what
@@ -38,8 +42,24 @@ class OutOfOrderSample(SampleRejected):
     """A sample older than the newest one of its stream."""
 
 
+class UnknownMetric(SampleRejected):
+    """A sample of a metric the configuration does not list: there is no spec to test it with."""
+
+
+class UnexpectedRecord(SampleRejected):
+    """A valid record of a type the stage does not take (the engine takes metrics and deploys only)."""
+
+
 class BrokerError(BackoutError):
     """The Kafka broker cannot be started or reached."""
+
+
+class UnknownIncident(BackoutError):
+    """No decision on the actions topic carries this incident id."""
+
+
+class AnswerRefused(BackoutError):
+    """An approval or denial the gate would ignore (answered, executed, escalated, timed out)."""
 
 
 class NotBuiltYet(BackoutError):

@@ -13,6 +13,9 @@ metric         letters, digits, ``_``, ``:``; not a digit first  1-128   Prometh
 k8s name       lower-case letters, digits, ``-``, ``.``;         1-253   DNS-1123 subdomain
                alphanumeric at each end of each label                    (Deployment, Rollout)
 namespace      lower-case letters, digits, ``-``                 1-63    DNS-1123 label
+container      lower-case letters, digits, ``-``                 1-63    DNS-1123 label
+kube context   letters, digits, ``.``, ``_``, ``:``, ``/``,      1-253   kubeconfig context names
+               ``@``, ``-``; a letter or digit first                     (``arn:aws:eks:…/prod``)
 version        letters, digits, ``_``, ``.``, ``-``; not ``.``   1-128   an OCI image tag
                or ``-`` first
 image          an OCI repository: ``[host[:port]/]path``,         1-255   the distribution spec's
@@ -22,8 +25,9 @@ address        ``host:port``: a DNS name, an IPv4 address or a   1-261   nginx's
 =============  ===============================================  ======  =========================
 
 Nothing here allows a space, a quote, ``$``, ``;``, ``/`` (except between an
-image's path components) or ``..``: a name that passed can go into a path, an
-argument list or a log line as it is.
+image's path components, and in a kubeconfig context name, which only picks an
+entry of the executor's own kubeconfig and goes into no path) or ``..``: a name
+that passed can go into a path, an argument list or a log line as it is.
 
 >>> check("service", "checkout")
 'checkout'
@@ -42,7 +46,8 @@ from typing import Literal
 
 from backout.errors import ContractError
 
-NameKind = Literal["service", "metric", "k8s_name", "namespace", "version", "image", "address"]
+NameKind = Literal["service", "metric", "k8s_name", "namespace", "container", "kube_context", "version",
+                   "image", "address"]
 
 _LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
 _HOST_LABEL = r"[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
@@ -57,6 +62,12 @@ FORMATS: dict[str, tuple[re.Pattern[str], int, str]] = {
     "namespace": (re.compile(_LABEL), 63,
                   "lower-case letters, digits and '-', at most 63, alphanumeric at both ends "
                   "(a DNS-1123 label)"),
+    "container": (re.compile(_LABEL), 63,
+                  "lower-case letters, digits and '-', at most 63, alphanumeric at both ends "
+                  "(a DNS-1123 label)"),
+    "kube_context": (re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,252}"), 253,
+                     "letters, digits, '.', '_', ':', '/', '@' and '-', a letter or digit first, at most 253 "
+                     "(a kubeconfig context name)"),
     "version": (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"), 128,
                 "letters, digits, '_', '.' and '-', not '.' or '-' first, at most 128 (an OCI image tag)"),
     "image": (re.compile(r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"

@@ -46,9 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backout.contracts import Decision, Deploy, Metric, encode  # noqa: E402
 from backout.errors import SampleRejected  # noqa: E402
+from backout.settings import load_config  # noqa: E402
 from bench import world2  # noqa: E402
 from bench.reference import THRESHOLDS, ThresholdAnalysis, argo_like, flagger_like  # noqa: E402
-from detectors.config import load_config  # noqa: E402
 from streams.backtest import replay  # noqa: E402
 from streams.simulate import EVENTS, scenario  # noqa: E402
 

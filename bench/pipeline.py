@@ -216,7 +216,7 @@ def main(services: int, partitions: int, rounds: int, latency_rounds: int, incid
         worker = WorkerProcess(broker.bootstrap, Path(tmp) / "w", partitions=partitions, store=store,
                                log=Path(tmp) / "worker.log")
         try:
-            prod = Producer(kafka.confluent(**{"linger.ms": 20, "batch.num.messages": 10000,
+            prod = Producer(kafka.producer(**{"linger.ms": 20, "batch.num.messages": 10000,
                                                "queue.buffering.max.messages": 1_000_000}))
             log(f"phase 1: {rounds} rounds x {services} services x 4 metrics published, then the worker started")
             rate, drain_s = throughput(prod, worker, fleet, rounds, log)

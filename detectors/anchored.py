@@ -422,7 +422,13 @@ class AnchoredTest:
 
     @property
     def samples(self) -> int:
+        """Samples tested after the deploy."""
         return len(self._post)
+
+    @property
+    def shifted_samples(self) -> int:
+        """Samples from the onset to now (before the deploy too, if it was dated before it)."""
+        return sum(1 for _, _, ts in self._tail + self._post if ts >= self.onset_ts)
 
     # -- state ----------------------------------------------------------------------------------------
 

@@ -1,31 +1,34 @@
 """Backout's configuration: detector specs, decision policy, event-time settings.
 
-One frozen pydantic model, loaded from YAML (``examples/backout.yaml`` shows
-every key). Unknown keys are rejected, so that a typo never silently falls
-back to a default; errors name the file, line, field, value and expectation.
+One frozen pydantic model; :func:`backout.settings.load_config` reads it from
+YAML (``examples/backout.yaml`` shows every key). Unknown keys are rejected,
+so that a typo never silently falls back to a default.
 
 Policy is resolved per (service, metric): ``services.<name>`` overrides the
 global ``policy`` (its ``mode`` and any per-metric threshold), and metrics the
 policy does not list use :data:`GENERIC_METRIC_POLICY`.
 
->>> cfg = load_config(None)
+>>> cfg = BackoutConfig()
 >>> cfg.mode_for("checkout", "error_rate"), cfg.metric_policy("checkout", "error_rate").clear_ratio
 ('auto', 5.0)
+>>> cfg.require_spec("cpu_temp")
+Traceback (most recent call last):
+...
+backout.errors.UnknownMetric: unknown metric 'cpu_temp': not in the configuration (known: error_rate, health, latency_p95, requests)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from backout.errors import ConfigError
+from backout.errors import UnknownMetric
 from detectors.spec import DEFAULT_SPECS, MetricSpec
 
 Mode = Literal["approval", "auto", "off"]
+CLEAN_S = 600.0  # the default of PolicyConfig.clean_s, for the parts that take it as an argument
 
 
 def _yaml_off(value: Any) -> Any:
@@ -100,7 +103,7 @@ class PolicyConfig(_Frozen):
     _mode_off = field_validator("mode", mode="before")(_yaml_off)
     window_s: float = Field(default=1800.0, gt=0, description="a deploy is blamed for onsets up to this long after it")
     onset_slack_s: float = Field(default=10.0, ge=0, description="onset estimates up to this long before the deploy still count as after it (clock skew, sample quantisation)")
-    clean_s: float = Field(default=600.0, gt=0, description="a version that ran this long without blame is known good")
+    clean_s: float = Field(default=CLEAN_S, gt=0, description="a version that ran this long without blame is known good")
     succession_s: float = Field(default=120.0, ge=0, description="two deploys of a service this close: blame is ambiguous")
     follow_s: float = Field(default=30.0, ge=0, description="a service whose shift started up to this long after another deployed service's is its caller, not the cause (cascades reach callers within a few samples; unrelated services in a large fleet deploy minutes apart all the time)")
     depends_on: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="optional call graph, "
@@ -170,6 +173,14 @@ class BackoutConfig(_Frozen):
         """The detector spec of ``metric``, or None if it is not configured (the sample is rejected)."""
         return self.metrics.get(metric)
 
+    def require_spec(self, metric: str) -> MetricSpec:
+        """The detector spec of ``metric``; :class:`UnknownMetric` if it is not configured."""
+        spec = self.metrics.get(metric)
+        if spec is None:
+            raise UnknownMetric(f"unknown metric {metric!r}: not in the configuration "
+                                f"(known: {', '.join(sorted(self.metrics))})")
+        return spec
+
     def mode_for(self, service: str, metric: str) -> Mode:
         override = self.services.get(service)
         return override.mode if override is not None and override.mode is not None else self.policy.mode
@@ -189,65 +200,3 @@ def _merge_spec(default: Any, fields: dict[str, Any]) -> Any:
     if dataclasses.is_dataclass(default):
         return {**dataclasses.asdict(default), **fields}  # type: ignore[arg-type]
     return fields
-
-
-def load_config(path: str | Path | None) -> BackoutConfig:
-    """Load and validate a YAML configuration; ``None`` gives the defaults."""
-    if path is None:
-        return BackoutConfig()
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
-    try:
-        return BackoutConfig.model_validate(data)
-    except ValidationError as exc:
-        lines = _lines(node)
-        parts = []
-        for err in exc.errors():
-            loc = tuple(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-            where = _nearest(lines, loc)
-            field = ".".join(loc) or "<top level>"
-            if err["type"] == "extra_forbidden":
-                what = "unknown key (check the spelling; see examples/backout.yaml)"
-            elif err["type"] == "missing":
-                what = "missing, a value is required"
-            else:
-                what = f"got {err.get('input')!r}, expected {_lower(err['msg'])}"
-            parts.append(f"{path}{f':{where}' if where else ''}: field '{field}': {what}")
-        raise ConfigError("; ".join(parts)) from None
-
-
-def _lower(msg: str) -> str:
-    for prefix in ("Input should be ", "Value error, "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix):]
-    return msg[:1].lower() + msg[1:]
-
-
-def _lines(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
-    """Line number (1-based) of every key path in a composed YAML document."""
-    out: dict[tuple[str, ...], int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            path = prefix + (str(key.value),)
-            out[path] = key.start_mark.line + 1
-            out.update(_lines(value, path))
-    return out
-
-
-def _nearest(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> int | None:
-    for n in range(len(loc), 0, -1):
-        if loc[:n] in lines:
-            return lines[loc[:n]]
-    return None

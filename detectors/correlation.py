@@ -38,42 +38,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from backout.contracts import Anomaly
+from detectors import wording
 from detectors.config import PolicyConfig
 from detectors.deploys import Change, ServiceView
 
 VerdictKind = Literal["blame", "no_deploy", "before_deploy", "shared", "follower", "wait"]
-
-
-@dataclass(frozen=True)
-class Shift:
-    """A sustained shift of one (service, metric): the part of an anomaly the decider keeps."""
-
-    service: str
-    metric: str
-    onset_ts: float
-    detected_ts: float
-    baseline: float
-    current: float
-    ratio: float
-    score: float
-    detector: str
-    samples: int = 0  # length of the excursion (0: unknown)
-    deploy_id: str = ""  # the deploy an anchored test (detectors.anchored) found it after; "" for the bank's
-
-    def to_list(self) -> list:
-        return [self.service, self.metric, self.onset_ts, self.detected_ts, self.baseline,
-                self.current, self.ratio, self.score, self.detector, self.samples, self.deploy_id]
-
-    @classmethod
-    def from_list(cls, row: list) -> Shift:
-        return cls(row[0], row[1], float(row[2]), float(row[3]), float(row[4]), float(row[5]),
-                   float(row[6]), float(row[7]), row[8], int(row[9]) if len(row) > 9 else 0,
-                   str(row[10]) if len(row) > 10 else "")
-
-    @property
-    def delta(self) -> float:
-        """The size of the shift in the metric's units (>= 0)."""
-        return abs(self.current - self.baseline)
 
 
 @dataclass
@@ -86,10 +56,10 @@ class Verdict:
     shared: list[str] = field(default_factory=list)  # services that shifted together (shared)
     leader: str | None = None  # the service that moved first (follower)
     later_change: Change | None = None  # the deploy that came after the onset (before_deploy)
-    traffic: float | None = None  # the service's own traffic moved up this many times at the same moment
+    traffic: float | None = None  # the service's own traffic grew this many times at the same moment
 
 
-def adverse_factor(shift: Shift, direction: str | None) -> float:
+def adverse_factor(shift: Anomaly, direction: str | None) -> float:
     """How many times worse the metric got: >1 is worse, whatever the direction."""
     if shift.baseline > 0 and shift.current > 0:
         up = shift.current / shift.baseline
@@ -109,7 +79,7 @@ def blameable(change: Change, onset_ts: float, policy: PolicyConfig) -> bool:
     return change.ts <= onset_ts + policy.onset_slack_s and onset_ts - change.ts <= policy.window_s
 
 
-def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
+def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
               views: Callable[[str], ServiceView], services_total: int, policy: PolicyConfig,
               due_ts: float, extended: bool = False,
               blamed: Callable[[str, str], bool] = lambda service, deploy_id: False) -> Verdict:
@@ -144,8 +114,7 @@ def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
         return Verdict("no_deploy")
     verdict = Verdict("blame", change=change, lag_s=max(0.0, shift.onset_ts - change.ts))
     if len(together) >= needed:
-        verdict.ambiguity.append(f"{len(together) - 1} other services shifted right after it: "
-                                 "its callers, or a shared cause")
+        verdict.ambiguity.append(wording.followed(len(together) - 1))
 
     # 2. did another service that deployed move first? Then we are its caller.
     own_first = _first_onset(shift.service, change, shifts, policy, default=None) or shift.onset_ts
@@ -165,7 +134,7 @@ def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
                 verdict.kind, verdict.leader = "follower", other
                 return verdict
             if first <= own_first + slack:
-                verdict.ambiguity.append(f"{other} (also just deployed) moved at the same moment")
+                verdict.ambiguity.append(wording.same_moment(other))
             break
 
     # 3. blame the latest deploy; earlier ones in quick succession share the suspicion
@@ -173,12 +142,12 @@ def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
         if change.ts - earlier.ts > policy.succession_s:
             break
         verdict.also_suspect.append(earlier)
-        verdict.ambiguity.append(f"{earlier.version} was deployed only {change.ts - earlier.ts:.0f} s before {change.version}")
+        verdict.ambiguity.append(wording.succession(earlier.version, change.ts - earlier.ts, change.version))
     # the service's own traffic moved at the same time: the shift might be load, not the code
     for s in shifts:
         if (s.service == shift.service and s.metric in policy.context_metrics
                 and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s):
-            verdict.ambiguity.append(f"{s.metric} moved too ({s.baseline:.3g} → {s.current:.3g}): it might be traffic")
+            verdict.ambiguity.append(wording.traffic_moved(s.metric, s.baseline, s.current))
             if s.current > s.baseline > 0:
                 verdict.traffic = max(verdict.traffic or 0.0, s.current / s.baseline)
     # services that shifted no later than this one, for no deploy of theirs: something else may be going on
@@ -189,7 +158,7 @@ def correlate(shift: Shift, view: ServiceView, shifts: Iterable[Shift],
                      and not (s.onset_ts >= shift.onset_ts - policy.onset_slack_s and _could_follow(s, shift, policy))
                      and not any(blameable(c, s.onset_ts, policy) for c in views(s.service).changes)})
     if before:
-        verdict.ambiguity.append(f"{', '.join(before)} shifted at the same time or earlier")
+        verdict.ambiguity.append(wording.shifted_before(before))
     return verdict
 
 
@@ -206,16 +175,17 @@ def calls(policy: PolicyConfig, caller: str, callee: str) -> bool:
     return False
 
 
-def _could_follow(caller: Shift, callee: Shift, policy: PolicyConfig) -> bool:
+def _could_follow(caller: Anomaly, callee: Anomaly, policy: PolicyConfig) -> bool:
     """Could ``caller``'s shift be the echo of ``callee``'s? With a call graph: if it calls it.
-    Without one: the same metric, and no more than ``follow_ratio`` times its size (a callee's
-    extra errors or latency reach its callers diluted, not multiplied)."""
+    Without one: the same metric, and no more than ``follow_ratio`` times its size in the metric's
+    units (a callee's extra errors or latency reach its callers diluted, not multiplied)."""
     if policy.depends_on:
         return calls(policy, caller.service, callee.service)
-    return caller.metric == callee.metric and caller.delta <= policy.follow_ratio * callee.delta
+    size = abs(caller.current - caller.baseline)
+    return caller.metric == callee.metric and size <= policy.follow_ratio * abs(callee.current - callee.baseline)
 
 
-def _first_onset(service: str, change: Change, shifts: list[Shift], policy: PolicyConfig,
+def _first_onset(service: str, change: Change, shifts: list[Anomaly], policy: PolicyConfig,
                  default: float | None) -> float | None:
     """Earliest onset of the service's shifts that ``change`` could explain."""
     onsets = [s.onset_ts for s in shifts if s.service == service and blameable(change, s.onset_ts, policy)]

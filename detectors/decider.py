@@ -40,19 +40,23 @@ since, a human is acting and the question stands). So downstream must:
   the pending question as superseded when the rollback arrives, and an
   approval that arrives after it is a no-op).
 
-Policy ``off`` decides and alerts but never emits a decision.
+Policy ``off`` decides and alerts but never emits a decision
+(:func:`detectors.policy.outcome` decides that, as every other rule of what
+to do about a blamed deploy). State version 3 keeps whole anomalies (version 2
+kept their first ten fields; it loads, as does version 1).
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 from backout.contracts import Action, Alert, Anomaly, Decision, Deploy, Severity, Watermark
+from backout.errors import UnexpectedRecord
 from detectors import wording
 from detectors.config import BackoutConfig
-from detectors.correlation import Shift, Verdict, adverse_factor, blameable, correlate
+from detectors.correlation import Verdict, adverse_factor, blameable, correlate
 from detectors.deploys import (
     Change,
     DeployTracker,
@@ -60,11 +64,11 @@ from detectors.deploys import (
     tracker_from_state,
     tracker_to_state,
 )
-from detectors.policy import assess
+from detectors.policy import Assessment, Outcome, Recorded, assess, escalation, outcome
 from detectors.watermark import EventClock
 
 Output = Decision | Alert
-SEVERITY: dict[str, Severity] = {"rollback": "critical", "escalate": "critical", "request_approval": "warning"}
+STATE_VERSION = 3  # 3: whole anomalies; 2: their first ten fields; 1: incidents without their action
 
 
 def incident_id(service: str, deploy_id: str) -> str:
@@ -72,9 +76,55 @@ def incident_id(service: str, deploy_id: str) -> str:
     return "inc-" + hashlib.sha1(f"{service}\x1f{deploy_id}".encode()).hexdigest()[:16]
 
 
-def shift_id(shift: Shift) -> str:
+def shift_id(shift: Anomaly) -> str:
     key = f"{shift.service}\x1f{shift.metric}\x1f{shift.onset_ts!r}"
     return "shift-" + hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: the very candidate taken off the list
+class Candidate:
+    """An anomaly waiting to be decided once event time passes ``due_ts``."""
+
+    due_ts: float
+    extended: bool  # it already waited once for other services' shifts to show
+    anomaly: Anomaly
+
+    def order(self) -> tuple[float, str, str, float, float]:
+        """Release order: by due time, then a fixed order of the anomaly's identity."""
+        a = self.anomaly
+        return (self.due_ts, a.service, a.metric, a.onset_ts, a.detected_ts)
+
+
+@dataclass(frozen=True)
+class Incident:
+    """What was decided about one (service, deploy), and when."""
+
+    ts: float
+    action: Recorded
+
+
+@dataclass(frozen=True)
+class Group:
+    """Services that shifted together on one metric: one alert for them all."""
+
+    metric: str
+    onset_ts: float
+    group_id: str
+    ts: float  # when it was first decided
+
+
+@dataclass(frozen=True)
+class Graded:
+    """One shift a blamed deploy could explain, graded by the policy."""
+
+    anomaly: Anomaly
+    assessment: Assessment
+    direction: str | None
+    lag_s: float
+
+    def rank(self) -> tuple[bool, float, float, str]:
+        """The worst shift speaks for the incident: clear-cut first, then confident, early, by name."""
+        return (self.assessment.clear, self.assessment.confidence, -self.anomaly.onset_ts, self.anomaly.metric)
 
 
 class Decider:
@@ -86,10 +136,10 @@ class Decider:
         self._keep_s = max(policy.window_s, 2 * policy.shared.within_s + policy.shared.hold_s) + config.hold_s
         self._clock = EventClock(config.stall_s)
         self._deploys = DeployTracker(policy.clean_s, keep_s=2 * policy.window_s + policy.clean_s)
-        self._shifts: list[Shift] = []
-        self._pending: list[tuple[float, bool, Shift]] = []  # (due_ts, extended, shift)
-        self._incidents: dict[str, tuple[float, str]] = {}  # incident id -> (decision ts, action)
-        self._groups: list[tuple[str, float, str, float]] = []  # shared groups: (metric, onset, id, ts)
+        self._shifts: list[Anomaly] = []
+        self._pending: list[Candidate] = []
+        self._incidents: dict[str, Incident] = {}
+        self._groups: list[Group] = []
         self._services: set[str] = set()
 
     # -- stream interface -------------------------------------------------------------
@@ -104,54 +154,40 @@ class Decider:
             self._deploys.add(record)
             return []
         if isinstance(record, Anomaly):
-            extra = record.model_extra or {}
-            samples, deploy_id = extra.get("samples"), extra.get("deploy_id")
-            shift = Shift(record.service, record.metric, record.onset_ts, record.detected_ts,
-                          record.baseline, record.current, record.ratio, record.score, record.detector,
-                          samples if isinstance(samples, int) else 0,
-                          deploy_id if isinstance(deploy_id, str) else "")
-            if any(_same(shift, s) for s in self._shifts):
+            if any(_same(record, s) for s in self._shifts):
                 return []  # a redelivery
-            self._services.add(shift.service)
-            self._shifts.append(shift)
-            self._pending.append((self._due(shift), False, shift))
+            self._services.add(record.service)
+            self._shifts.append(record)
+            self._pending.append(Candidate(self._due(record), False, record))
             return self._release() if self._clock.now > 0 else []
-        raise TypeError(f"the decider takes anomaly, deploy and watermark records, got {type(record).__name__}")
-
-    @property
-    def now(self) -> float:
-        return self._clock.now
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
+        raise UnexpectedRecord(f"the decider takes anomaly, deploy and watermark records, "
+                               f"got {type(record).__name__}")
 
     # -- deciding --------------------------------------------------------------------
 
-    def _due(self, shift: Shift) -> float:
+    def _due(self, shift: Anomaly) -> float:
         config = self.config
         joined = shift.onset_ts + config.policy.onset_slack_s + config.deploy_lateness_s
         return max(shift.detected_ts + config.hold_s, joined)
 
     def _blamed(self, service: str, deploy_id: str) -> bool:
         decided = self._incidents.get(incident_id(service, deploy_id))
-        return decided is not None and decided[1] in ("rollback", "request_approval")
+        return decided is not None and decided.action in ("rollback", "request_approval")
 
     def _release(self) -> list[Output]:
         now = self._clock.now
         out: list[Output] = []
         while True:
-            due = sorted((p for p in self._pending if p[0] < now), key=_order)
+            due = sorted((p for p in self._pending if p.due_ts < now), key=Candidate.order)
             if not due:
                 break
             item = due[0]
             self._pending.remove(item)
-            due_ts, extended, shift = item
-            out += self._decide(shift, due_ts, extended)
+            out += self._decide(item.anomaly, item.due_ts, item.extended)
         self._prune(now)
         return out
 
-    def _decide(self, shift: Shift, due_ts: float, extended: bool) -> list[Output]:
+    def _decide(self, shift: Anomaly, due_ts: float, extended: bool) -> list[Output]:
         policy = self.config.policy
         if shift.metric in policy.context_metrics:
             return []  # context for the other shifts (traffic), never harm in itself
@@ -167,169 +203,151 @@ class Decider:
         known = [s for s in self._shifts if s.detected_ts <= due_ts]
         total = max(self._clock.services, len(self._services))
         spec = self.config.spec_for(shift.metric)
-        verdict = correlate(shift, view, known, view_of, total, policy, due_ts, extended,
-                            self._blamed)
+        verdict = correlate(shift, view, known, view_of, total, policy, due_ts, extended, self._blamed)
         if verdict.kind == "wait":
             wait_until = max(due_ts, shift.detected_ts + policy.shared.hold_s)
-            self._pending.append((wait_until, True, shift))
+            self._pending.append(Candidate(wait_until, True, shift))
             return []
         direction = spec.direction if spec is not None else None
         what = wording.change(shift.metric, shift.baseline, shift.current, direction)
-        where = f"{what} on {shift.service}"
         if verdict.kind == "shared":
-            return self._shared(shift, verdict, where, view, due_ts, total)
+            return self._shared(shift, verdict, what, view, due_ts, total)
         if verdict.kind == "no_deploy":
-            return [self._alert(due_ts, "warning", f"{where} (onset {_hhmm(shift.onset_ts)}); "
-                                "no deploy of it in the last "
-                                f"{wording.duration(policy.window_s)} to blame.", shift)]
+            return [self._alert(due_ts, "warning", wording.no_deploy(what, shift.service, shift.onset_ts,
+                                                                     policy.window_s), shift)]
         if verdict.kind == "before_deploy":
             later = verdict.later_change
             assert later is not None
-            return [self._alert(due_ts, "warning", f"{where}, starting {wording.duration(later.ts - shift.onset_ts)} "
-                                f"before the deployment of {later.version}: not that deploy's fault.", shift)]
+            text = wording.before_deploy(what, shift.service, later.ts - shift.onset_ts, later.version)
+            return [self._alert(due_ts, "warning", text, shift)]
         if verdict.kind == "follower":
-            return [self._alert(due_ts, "warning", f"{where}; {verdict.leader}, deployed at the same time, "
-                                "moved first: treating it as the cause, not this service's deploy.", shift)]
+            assert verdict.leader is not None
+            return [self._alert(due_ts, "warning", wording.follower(what, shift.service, verdict.leader), shift)]
         change = verdict.change
         assert change is not None
-        incident = incident_id(shift.service, change.deploy_id)
-        decided = self._incidents.get(incident)
-        if decided is not None and decided[1] != "request_approval":
-            return []  # decided for good; only a question can still become a rollback
-        return self._blame(shift, change, verdict, view, known, due_ts, incident, asked_ts=decided and decided[0])
+        return self._blame(shift, change, verdict, view, known, due_ts)
 
-    def _blame(self, shift: Shift, change: Change, verdict: Verdict, view: ServiceView,
-               known: list[Shift], due_ts: float, incident: str, asked_ts: float | None = None) -> list[Output]:
-        """Decide on a blamed deploy; ``asked_ts``: when approval was already requested (an upgrade)."""
+    def _grade(self, shift: Anomaly, change: Change, verdict: Verdict) -> Graded:
+        spec = self.config.spec_for(shift.metric)
+        direction = spec.direction if spec is not None else None
+        lag_s = max(0.0, shift.onset_ts - change.ts)
+        graded = assess(adverse_factor(shift, direction), shift.current - shift.baseline, lag_s,
+                        list(verdict.ambiguity), self.config.metric_policy(shift.service, shift.metric),
+                        self.config.policy.window_s, self.config.policy.late_ramp_s)
+        return Graded(shift, graded, direction, lag_s)
+
+    def _blame(self, shift: Anomaly, change: Change, verdict: Verdict, view: ServiceView,
+               known: list[Anomaly], due_ts: float) -> list[Output]:
+        """Decide on a blamed deploy: the policy's outcome for its worst shift, said and published."""
         policy = self.config.policy
         service = shift.service
+        incident = incident_id(service, change.deploy_id)
+        decided = self._incidents.get(incident)
         # every shift of this service the deploy could explain; the worst one speaks for the incident
         mine = [s for s in known if s.service == service and s.metric not in policy.context_metrics
                 and (blameable(change, s.onset_ts, policy) or s is shift)]
-        graded = []
-        for s in mine:
-            spec = self.config.spec_for(s.metric)
-            direction = spec.direction if spec is not None else None
-            factor = adverse_factor(s, direction)
-            lag_s = max(0.0, s.onset_ts - change.ts)
-            a = assess(factor, s.current - s.baseline, lag_s, list(verdict.ambiguity),
-                       self.config.metric_policy(service, s.metric), policy.window_s,
-                       self.config.mode_for(service, s.metric), policy.late_ramp_s)
-            graded.append((a.clear, a.confidence, -s.onset_ts, s.metric, s, a, direction, lag_s))
-        graded.sort(key=lambda g: g[:4], reverse=True)
-        _, _, _, _, primary, a, direction, lag_s = graded[0]
-        what = wording.change(primary.metric, primary.baseline, primary.current, direction)
+        graded = sorted((self._grade(s, change, verdict) for s in mine), key=Graded.rank, reverse=True)
+        worst = graded[0]
+        primary, lag_s = worst.anomaly, worst.lag_s
+        mode = self.config.mode_for(service, primary.metric)
+        target = view.target(exclude=(change.version, view.current, *(c.version for c in verdict.also_suspect)))
+        reverted = view.current is not None and view.current != change.version and view.current in view.known_good
+        load = verdict.traffic is not None and verdict.traffic >= adverse_factor(primary, worst.direction)
+        o = outcome(worst.assessment, mode, decided=None if decided is None else decided.action,
+                    reverted=reverted, still_runs=view.current == change.version, has_target=target is not None,
+                    stale=shift.detected_ts - change.ts > policy.window_s, load=load)
+        if o.kind in ("decided", "kept_asking"):
+            return []
+        what = wording.change(primary.metric, primary.baseline, primary.current, worst.direction)
+        version = change.version
+        if o.kind == "upgrade":
+            assert decided is not None and target is not None
+            text = wording.upgrade(what, lag_s, version, service, target, due_ts - decided.ts)
+        elif o.kind == "watch":
+            text = wording.watching(what, service, version)
+        elif o.kind == "stale":
+            text = wording.stale(what, service, shift.detected_ts - change.ts, version)
+        elif o.kind == "load":
+            assert verdict.traffic is not None
+            text = wording.load(what, service, version, verdict.traffic)
+        elif o.kind == "reverted":
+            text = wording.reverted(what, service, version, view.current)
+        elif o.kind == "no_target":
+            text = wording.no_target(what, lag_s, version, service)
+        elif o.kind == "off":
+            assert o.action is not None
+            text = wording.policy_off(what, lag_s, version, service, o.action, target)
+        elif o.kind == "rollback":
+            assert target is not None
+            text = wording.rollback(what, lag_s, version, service, target)
+        else:
+            assert target is not None
+            text = wording.approval(what, version, service, due_ts - change.ts, lag_s, target,
+                                    worst.assessment.why_not_clear)
+        if o.marks_bad:
+            self._deploys.mark_bad(service, version)
         evidence = [_shift_evidence(s) for s in mine] + [_change_evidence(change)]
         evidence += [_change_evidence(c, "earlier deploy") for c in verdict.also_suspect]
-        mode = self.config.mode_for(service, primary.metric)
-        exclude = (change.version, view.current, *(c.version for c in verdict.also_suspect))
-        target = view.target(exclude=exclude)
-        if asked_ts is not None:  # escalate the question only when it became clear-cut, on the same version
-            if a.would != "rollback" or mode != "auto" or view.current != change.version or target is None:
-                return []
-            self._incidents[incident] = (due_ts, "rollback")
-            self._deploys.mark_bad(service, change.version)
-            text = wording.upgrade(what, lag_s, change.version, service, target, due_ts - asked_ts)
-            return self._emit(incident, "rollback", service, change, view, target, a.confidence, text,
-                              evidence, due_ts, mode)
-        if not a.actionable:
-            return [self._alert(due_ts, "info", f"{what} on {service} after the deployment of {change.version}, "
-                                "below the rollback threshold: watching.", primary)]
-        if shift.detected_ts - change.ts > policy.window_s:
-            return [self._alert(due_ts, "info", f"{what} on {service}, confirmed "
-                                f"{wording.duration(shift.detected_ts - change.ts)} after the deployment of "
-                                f"{change.version}: too long after it to ask about it; watching.", primary)]
-        traffic = verdict.traffic
-        if traffic is not None and traffic >= adverse_factor(primary, direction) and not a.clear:
-            return [self._alert(due_ts, "info", f"{what} on {service} after the deployment of {change.version}, "
-                                f"but its traffic grew {wording.times(traffic)} at the same time: "
-                                "load, not the deploy; watching.", primary)]
-        if view.current is not None and view.current != change.version and view.current in view.known_good:
-            self._incidents[incident] = (due_ts, "none")
-            return [self._alert(due_ts, "info", f"{what} on {service} after the deployment of {change.version}; "
-                                f"it already runs {view.current} again.", primary, incident)]
-        if target is None:
-            self._incidents[incident] = (due_ts, "escalate")
-            text = (f"{what} {wording.duration(lag_s)} after the deployment of {change.version} to {service}, "
-                    f"but no earlier version of {service} is known to be good: nothing safe to roll back to. "
-                    "Escalating to a human.")
-            return self._emit(incident, "escalate", service, change, view, None, a.confidence, text,
-                              evidence, due_ts, mode)
-        action: Action = a.would or "request_approval"
-        if action == "rollback" and mode == "auto":  # a question, answered or not, leaves the version as it was
-            self._deploys.mark_bad(service, change.version)
-        if mode == "off":
-            self._incidents[incident] = (due_ts, "none")
-            verb = "roll back" if action == "rollback" else "ask to roll back"
-            text = (f"{what} {wording.duration(lag_s)} after the deployment of {change.version} to {service}. "
-                    f"Backout would {verb} to {target}; the policy is off here, so it is not acting.")
-            return [Alert(ts=due_ts, incident_id=incident, severity=SEVERITY[action], text=text)]
-        if action == "rollback" and mode == "auto":
-            text = wording.rollback(what, lag_s, change.version, service, target)
-        else:
-            action = "request_approval"
-            text = wording.approval(what, change.version, service, due_ts - change.ts, lag_s, target,
-                                    a.why_not_clear)
-        self._incidents[incident] = (due_ts, action)
-        return self._emit(incident, action, service, change, view, target, a.confidence, text,
-                          evidence, due_ts, mode)
+        alert_id = shift_id(primary) if o.kind in ("watch", "stale", "load") else incident
+        return self._emit(o, incident, alert_id, service, change, view, target, worst.assessment.confidence,
+                          text, evidence, due_ts)
 
-    def _shared(self, shift: Shift, verdict: Verdict, where: str, view: ServiceView, due_ts: float,
+    def _shared(self, shift: Anomaly, verdict: Verdict, what: str, view: ServiceView, due_ts: float,
                 total: int) -> list[Output]:
         """One alert per group of services that shifted together; an escalation per deploy it spares."""
         within_s = self.config.policy.shared.within_s
-        group = next((g for g in self._groups if g[0] == shift.metric and abs(g[1] - shift.onset_ts) <= within_s),
-                     None)
+        group = next((g for g in self._groups
+                      if g.metric == shift.metric and abs(g.onset_ts - shift.onset_ts) <= within_s), None)
         out: list[Output] = []
-        together = (f"{len(verdict.shared)} of {total} services at the same time "
-                    f"({', '.join(verdict.shared[:8])}{', …' if len(verdict.shared) > 8 else ''})")
         change = verdict.change
         if change is not None and incident_id(shift.service, change.deploy_id) not in self._incidents:
             incident = incident_id(shift.service, change.deploy_id)
-            self._incidents[incident] = (due_ts, "escalate")
-            text = (f"{where} {wording.duration(verdict.lag_s or 0)} after the deployment of {change.version}, "
-                    f"but it shifted on {together}: a shared dependency or a traffic surge, not this deploy. "
-                    "Escalating to a human.")
+            text = wording.shared_deploy(what, shift.service, verdict.lag_s or 0, change.version,
+                                         verdict.shared, total)
             evidence = [_shift_evidence(shift), _change_evidence(change),
                         {"kind": "shared", "services": verdict.shared, "of": total}]
             confidence = round(min(1.0, len(verdict.shared) / max(total, 1)), 3)
-            mode = self.config.mode_for(shift.service, shift.metric)
-            out += self._emit(incident, "escalate", shift.service, change, view, None, confidence, text,
-                              evidence, due_ts, mode)
+            o = escalation(self.config.mode_for(shift.service, shift.metric), "shared")
+            out += self._emit(o, incident, incident, shift.service, change, view, None, confidence, text,
+                              evidence, due_ts)
         if group is None:
             group_id = "shared-" + shift_id(shift)[6:]
-            self._groups.append((shift.metric, shift.onset_ts, group_id, due_ts))
+            self._groups.append(Group(shift.metric, shift.onset_ts, group_id, due_ts))
             if not out:
-                label = wording.label(shift.metric)
-                out.append(Alert(ts=due_ts, incident_id=group_id, severity="critical", text=(
-                    f"{label} shifted on {together}: a shared dependency or a traffic surge, not a deploy; "
-                    "nothing to roll back. A human should look.")))
+                out.append(Alert(ts=due_ts, incident_id=group_id, severity="critical",
+                                 text=wording.shared(shift.metric, verdict.shared, total)))
         return out
 
-    def _emit(self, incident: str, action: Action, service: str, change: Change, view: ServiceView,
+    def _emit(self, o: Outcome, incident: str, alert_id: str, service: str, change: Change, view: ServiceView,
               target: str | None, confidence: float, text: str, evidence: list[dict[str, Any]],
-              due_ts: float, mode: str) -> list[Output]:
-        if mode == "off":  # decide and alert, never act
-            return [Alert(ts=due_ts, incident_id=incident, severity=SEVERITY[action], text=text)]
-        decision = Decision(ts=due_ts, incident_id=incident, service=service, deploy_id=change.deploy_id,
-                            action=action, from_version=view.current or change.version, to_version=target,
-                            confidence=confidence, reason=text, evidence=evidence)
-        return [decision, Alert(ts=due_ts, incident_id=incident, severity=SEVERITY[action], text=text)]
+              due_ts: float) -> list[Output]:
+        """Record the outcome on the incident; its decision (if published) and its alert."""
+        if o.record is not None:
+            self._incidents[incident] = Incident(due_ts, o.record)
+        out: list[Output] = []
+        action: Action | None = o.action
+        if o.publish and action is not None:
+            out.append(Decision(ts=due_ts, incident_id=incident, service=service, deploy_id=change.deploy_id,
+                                action=action, from_version=view.current or change.version, to_version=target,
+                                confidence=confidence, reason=text, evidence=evidence))
+        severity = o.severity
+        if severity is not None:
+            out.append(Alert(ts=due_ts, incident_id=alert_id, severity=severity, text=text))
+        return out
 
-    def _alert(self, due_ts: float, severity: Severity, text: str, shift: Shift,
-               incident: str | None = None) -> Alert:
-        return Alert(ts=due_ts, incident_id=incident or shift_id(shift), severity=severity, text=text)
+    def _alert(self, due_ts: float, severity: Severity, text: str, shift: Anomaly) -> Alert:
+        return Alert(ts=due_ts, incident_id=shift_id(shift), severity=severity, text=text)
 
     def _prune(self, now: float) -> None:
         horizon = now - self._keep_s
         if any(s.detected_ts < horizon for s in self._shifts):
-            waiting = {id(p[2]) for p in self._pending}
+            waiting = {id(p.anomaly) for p in self._pending}
             self._shifts = [s for s in self._shifts if s.detected_ts >= horizon or id(s) in waiting]
         incident_horizon = now - 2 * self.config.policy.window_s
-        if any(ts < incident_horizon for ts, _ in self._incidents.values()):
-            self._incidents = {k: v for k, v in self._incidents.items() if v[0] >= incident_horizon}
-        if any(g[3] < horizon for g in self._groups):
-            self._groups = [g for g in self._groups if g[3] >= horizon]
+        if any(i.ts < incident_horizon for i in self._incidents.values()):
+            self._incidents = {k: i for k, i in self._incidents.items() if i.ts >= incident_horizon}
+        if any(g.ts < horizon for g in self._groups):
+            self._groups = [g for g in self._groups if g.ts >= horizon]
         self._deploys.prune(now)
 
     # -- state -----------------------------------------------------------------------
@@ -337,13 +355,13 @@ class Decider:
     def to_state(self) -> dict[str, Any]:
         """Compact, JSON-serialisable state; old deploys, shifts and incidents are pruned by event time."""
         return {
-            "v": 2,
+            "v": STATE_VERSION,
             "clock": self._clock.to_state(),
             "deploys": tracker_to_state(self._deploys),
-            "shifts": [s.to_list() for s in self._shifts],
-            "pending": [[due, ext, s.to_list()] for due, ext, s in self._pending],
-            "incidents": {k: list(v) for k, v in self._incidents.items()},
-            "groups": [list(g) for g in self._groups],
+            "shifts": [_row(s) for s in self._shifts],
+            "pending": [[p.due_ts, p.extended, _row(p.anomaly)] for p in self._pending],
+            "incidents": {k: [i.ts, i.action] for k, i in self._incidents.items()},
+            "groups": [[g.metric, g.onset_ts, g.group_id, g.ts] for g in self._groups],
             "services": sorted(self._services),
         }
 
@@ -352,27 +370,44 @@ class Decider:
         decider = cls(config)
         decider._clock = EventClock.from_state(state["clock"], config.stall_s)
         decider._deploys = tracker_from_state(state["deploys"], decider._deploys.clean_s, decider._deploys.keep_s)
-        decider._shifts = [Shift.from_list(row) for row in state["shifts"]]
-        by_value = {s: s for s in decider._shifts}
-        decider._pending = [(float(due), bool(ext), by_value.get(s, s))
-                            for due, ext, s in ((d, e, Shift.from_list(r)) for d, e, r in state["pending"])]
-        decider._incidents = {k: (float(v), "rollback") if isinstance(v, int | float) else (float(v[0]), str(v[1]))
+        decider._shifts = [_anomaly(row) for row in state["shifts"]]
+        kept = {_identity(s): s for s in decider._shifts}  # a pending anomaly is the very one kept
+        pending = [(float(due), bool(ext), _anomaly(row)) for due, ext, row in state["pending"]]
+        decider._pending = [Candidate(due, ext, kept.get(_identity(a), a)) for due, ext, a in pending]
+        decider._incidents = {k: Incident(float(v), "rollback") if isinstance(v, int | float)
+                              else Incident(float(v[0]), v[1])
                               for k, v in state["incidents"].items()}  # v1 kept no action: final
-        decider._groups = [(g[0], float(g[1]), g[2], float(g[3])) for g in state.get("groups", [])]
+        decider._groups = [Group(g[0], float(g[1]), g[2], float(g[3])) for g in state.get("groups", [])]
         decider._services = set(state["services"])
         return decider
 
 
-def _order(item: tuple[float, bool, Shift]) -> tuple:
-    due, _, s = item
-    return (due, s.service, s.metric, s.onset_ts, s.detected_ts)
+def _identity(a: Anomaly) -> tuple[str, str, float, float]:
+    return (a.service, a.metric, a.onset_ts, a.detected_ts)
 
 
-def _same(a: Shift, b: Shift) -> bool:
-    return (a.service, a.metric, a.onset_ts, a.detected_ts) == (b.service, b.metric, b.onset_ts, b.detected_ts)
+def _same(a: Anomaly, b: Anomaly) -> bool:
+    return _identity(a) == _identity(b)
 
 
-def _shift_evidence(s: Shift) -> dict[str, Any]:
+def _row(a: Anomaly) -> list[Any]:
+    """An anomaly in the decider's state: its fields in contract order, without the type."""
+    return [a.service, a.metric, a.onset_ts, a.detected_ts, a.baseline, a.current, a.ratio, a.score,
+            a.detector, a.samples, a.ts, a.direction, a.kind, a.worsened]
+
+
+def _anomaly(row: list[Any]) -> Anomaly:
+    """Read a row of :func:`_row`; the ten-field rows of version 2 (nine: version 1) load too."""
+    detected_ts = float(row[3])
+    return Anomaly(service=row[0], metric=row[1], onset_ts=float(row[2]), detected_ts=detected_ts,
+                   baseline=float(row[4]), current=float(row[5]), ratio=float(row[6]), score=float(row[7]),
+                   detector=row[8], samples=int(row[9]) if len(row) > 9 else 0,
+                   ts=float(row[10]) if len(row) > 10 else detected_ts,
+                   direction=row[11] if len(row) > 11 else None, kind=row[12] if len(row) > 12 else None,
+                   worsened=bool(row[13]) if len(row) > 13 else False)
+
+
+def _shift_evidence(s: Anomaly) -> dict[str, Any]:
     return {"kind": "anomaly", "service": s.service, "metric": s.metric, "detector": s.detector,
             "onset_ts": s.onset_ts, "detected_ts": s.detected_ts, "baseline": s.baseline,
             "current": s.current, "ratio": s.ratio, "score": s.score}
@@ -381,7 +416,3 @@ def _shift_evidence(s: Shift) -> dict[str, Any]:
 def _change_evidence(c: Change, kind: str = "deploy") -> dict[str, Any]:
     return {"kind": kind, "deploy_id": c.deploy_id, "version": c.version,
             "previous_version": c.previous_version, "ts": c.ts}
-
-
-def _hhmm(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%H:%M:%S UTC")

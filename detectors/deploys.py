@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backout.contracts import Deploy
+from detectors.config import CLEAN_S
 
 # bounds that keep the state compact whatever the history
 MAX_VERSIONS = 32
@@ -86,15 +87,12 @@ class _Service:
 class DeployTracker:
     """Deploy records of every service, answered as of an event time."""
 
-    def __init__(self, clean_s: float = 600.0, keep_s: float = 7200.0) -> None:
+    def __init__(self, clean_s: float = CLEAN_S, keep_s: float = 7200.0) -> None:
         if clean_s <= 0 or keep_s <= 0:
             raise ValueError(f"clean_s and keep_s must be > 0, got {clean_s!r}, {keep_s!r}")
         self.clean_s = clean_s
         self.keep_s = keep_s
         self._services: dict[str, _Service] = {}
-
-    def services(self) -> list[str]:
-        return sorted(self._services)
 
     def add(self, deploy: Deploy) -> bool:
         """Record one deploy record; False if the very same record was seen already."""

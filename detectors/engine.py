@@ -13,14 +13,21 @@ watermark of the sample that raised it.
 
 from __future__ import annotations
 
-from backout.contracts import Alert, Anomaly, Decision, Deploy, Metric
-from backout.errors import SampleRejected
+from backout.contracts import Alert, Anomaly, Decision, Deploy, Metric, Record
+from backout.errors import UnexpectedRecord
 from detectors.config import BackoutConfig
 from detectors.decider import Decider
 from detectors.monitor import MetricMonitor
 from detectors.watermark import PartitionClock
 
 Output = Anomaly | Decision | Alert
+
+
+def require_input(record: Record) -> Metric | Deploy:
+    """The record, if it is one the core takes as input; :class:`~backout.errors.UnexpectedRecord` if not."""
+    if not isinstance(record, Metric | Deploy):
+        raise UnexpectedRecord(f"expected a metric or deploy record, got {getattr(record, 'type', None)!r}")
+    return record
 
 
 class Engine:
@@ -33,20 +40,19 @@ class Engine:
         self._monitors: dict[tuple[str, str], MetricMonitor] = {}
         self._metrics: dict[str, list[str]] = {}  # service -> its monitored metrics, for deploy anchors
 
-    def feed(self, record: Metric | Deploy) -> list[Output]:
-        """Process one input record; raises :class:`SampleRejected` for samples the core refuses."""
+    def feed(self, record: Record) -> list[Output]:
+        """Process one input record; raises :class:`~backout.errors.SampleRejected` for records the core refuses.
+
+        Only metric and deploy records are taken (:class:`~backout.errors.UnexpectedRecord`),
+        metrics of the configuration only (:class:`~backout.errors.UnknownMetric`).
+        """
+        record = require_input(record)
         if isinstance(record, Deploy):
             return self._deploy(record)
-        if not isinstance(record, Metric):
-            raise SampleRejected(f"expected a metric or deploy record, got {record.type!r}")
         key = (record.service, record.metric)
         monitor = self._monitors.get(key)
         if monitor is None:
-            spec = self.config.spec_for(record.metric)
-            if spec is None:
-                raise SampleRejected(f"unknown metric {record.metric!r}: not in the configuration "
-                                     f"(known: {', '.join(sorted(self.config.metrics))})")
-            monitor = MetricMonitor(record.service, record.metric, spec)
+            monitor = MetricMonitor(record.service, record.metric, self.config.require_spec(record.metric))
         anomaly = monitor.update(record)  # DuplicateSample / OutOfOrderSample propagate
         if key not in self._monitors:
             self._metrics.setdefault(record.service, []).append(record.metric)

@@ -26,7 +26,7 @@ Life of a stream:
    followed. A gauge that trends by nature can have a local line as its
    baseline (``trend_halflife_samples``, :mod:`detectors.gaussian`).
 3. **Alarmed**: one :class:`~backout.contracts.Anomaly` was emitted. It is
-   reported again — same ``onset_ts``, later ``detected_ts``, extra field
+   reported again — same ``onset_ts``, later ``detected_ts``, the field
    ``worsened`` — only when the shift gets ``WORSE_FACTOR`` times worse than
    last reported on ``spike_samples + 1`` samples in a row (a slow rollout
    reaching more traffic, a leak): a question put to a human may then become
@@ -68,9 +68,9 @@ the change; ``detected_ts = ts`` the confirming sample's,
 ``baseline``/``current`` in the metric's units (``current`` = the excursion's
 level without its k strongest samples; rates count-weighted),
 ``ratio = current / baseline``, ``score`` = trimmed statistic / threshold
-(>= 1; a log-likelihood-ratio multiple of what ARL0 requires). Extra fields:
+(>= 1; a log-likelihood-ratio multiple of what ARL0 requires),
 ``direction`` ("up"/"down" as observed), ``kind``, ``samples`` (the CUSUM
-excursion's length).
+excursion's length; 0 on a re-report, which is ``worsened``).
 
 >>> from backout.contracts import Metric
 >>> from detectors.spec import spec_for
@@ -87,7 +87,7 @@ excursion's length).
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import astuple, dataclass
 
 from backout.contracts import Anomaly, Metric
 from backout.errors import DuplicateSample, OutOfOrderSample
@@ -109,6 +109,41 @@ DONE_ANCHORS = 8  # deploy ids whose test ended, remembered so that their later 
 YOUNG = ""  # the key of a young stream's self-starting test among the anchored tests
 
 
+@dataclass(slots=True)
+class Alarm:
+    """A confirmed shift being watched: for recovery, acceptance, and getting worse.
+
+    Mutable, unlike the other state records: its recent level moves on every
+    sample of an alarmed stream (measured: a frozen copy per sample costs more
+    than the rest of the update).
+    """
+
+    ts: float  # when it was confirmed
+    sign: int  # +1 up, -1 down
+    level_y: float  # recent level (an EWMA of the transformed samples), what an accepted shift rebases to
+    level_w: float
+    recovery_a: float  # the recovery test's log-likelihood-ratio coefficients and threshold
+    recovery_b: float
+    recovery_h: float
+    onset_ts: float  # as reported
+    reported: float  # the level last reported, in the metric's units
+    score: float  # as reported
+    run_mildest: float = 0.0  # the current run of worse samples: its mildest level, weight, length
+    run_weight: float = 0.0
+    run_length: float = 0.0
+    reports_worse: bool = True  # False for an alarm restored from a state that kept no run
+
+    def to_list(self) -> list[float]:
+        row = list(astuple(self))[:-1]
+        return row if self.reports_worse else row[:10]
+
+    @classmethod
+    def from_list(cls, row: list) -> Alarm:
+        v = [float(x) for x in row] + [0.0] * (13 - len(row))
+        return cls(v[0], int(v[1]), v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12],
+                   reports_worse=len(row) >= 13)
+
+
 class MetricMonitor:
     """Windowed statistics + detector bank for one (service, metric)."""
 
@@ -128,7 +163,7 @@ class MetricMonitor:
         self._since = 0  # samples since the last calibration
         self._designs: list[tuple[int, float, float, float, float, float]] = []
         self._bank: list[TrimmedCusum] = []
-        self._alarm: list[Any] | None = None  # [alarm_ts, sign, level_y, level_w, A, B, h]
+        self._alarm: Alarm | None = None
         self._recovery = TrimmedCusum(spec.spike_samples)
         self._window = OnsetWindow(ONSET_WINDOW, spec.spike_samples)
         self._recent = RecentWindow(spec)
@@ -155,11 +190,7 @@ class MetricMonitor:
         anchored = self._feed_tests(sample.value, sample.count, ts)
         self._recent.add(sample.value, sample.count, ts)
         found = self._update(sample, last)
-        if anchored is None:
-            return found
-        if found is not None:  # the bank confirmed it on the same sample: one anomaly, the deploy's
-            anchored = anchored.model_copy(update={"also": found.detector})
-        return anchored
+        return found if anchored is None else anchored  # both on one sample: one anomaly, the deploy's
 
     def _update(self, sample: Metric, last: float) -> Anomaly | None:
         """The bank of CUSUMs (module doc): warm-up, watching, alarmed."""
@@ -232,12 +263,11 @@ class MetricMonitor:
         base = model.baseline
         current = model.level(sy, sw)
         ratio = current / base if base != 0.0 else 0.0
-        extra: dict[str, Any] = {"direction": "up" if sign > 0 else "down", "kind": self.spec.kind,
-                                 "samples": c.samples}
         onset = self._window.onset(model.center, model.onset_gain, sign, c.onset_ts)
         anomaly = Anomaly(ts=ts, service=self.service, metric=self.metric, detector=model.detector,
                           onset_ts=onset, detected_ts=ts, baseline=base, current=current,
-                          ratio=ratio, score=score, **extra)
+                          ratio=ratio, score=score, direction="up" if sign > 0 else "down",
+                          kind=self.spec.kind, samples=c.samples)
         n = c.samples
         for other in self._bank:
             other.clear()
@@ -247,9 +277,7 @@ class MetricMonitor:
             self._n = 1  # the new segment's level is its first sample; warm up again
             return anomaly
         ra, rb, rh = model.recovery(sy, sw, sign)
-        # [alarm ts, sign, recent level y, w, recovery A, B, h, onset, reported level, score,
-        #  and the run of worse samples: its mildest level, its weight, its length]
-        self._alarm = [ts, sign, sy / n, sw / n, ra, rb, rh, anomaly.onset_ts, current, score, 0.0, 0.0, 0.0]
+        self._alarm = Alarm(ts, sign, sy / n, sw / n, ra, rb, rh, anomaly.onset_ts, current, score)
         self._recovery.clear()
         return anomaly
 
@@ -257,18 +285,18 @@ class MetricMonitor:
         alarm = self._alarm
         assert alarm is not None
         decay = 1.0 - 1.0 / LEVEL_HALFLIFE
-        alarm[2] = decay * alarm[2] + (1.0 - decay) * y
-        alarm[3] = decay * alarm[3] + (1.0 - decay) * w
-        rh = alarm[6]
-        llr = (alarm[4] * y + alarm[5] * w) / scale
+        alarm.level_y = decay * alarm.level_y + (1.0 - decay) * y
+        alarm.level_w = decay * alarm.level_w + (1.0 - decay) * w
+        rh = alarm.recovery_h
+        llr = (alarm.recovery_a * y + alarm.recovery_b * w) / scale
         t = self._recovery.update(llr if llr < rh else rh, y, w, ts, (self.spec.spike_samples + 2) * rh)
         if t >= rh:  # recovered: watch again against the old baseline
             self._alarm = None
-        elif ts - alarm[0] >= self.spec.accept_s:  # the new normal
+        elif ts - alarm.ts >= self.spec.accept_s:  # the new normal
             if self._model.forget_trend():  # a line's new slope is unknown: learn it again
                 self._relearn()
                 return None
-            self._model.rebase(alarm[2], alarm[3])
+            self._model.rebase(alarm.level_y, alarm.level_w)
             self._alarm = None
         else:
             return self._worse(alarm, y, w, ts)
@@ -276,7 +304,7 @@ class MetricMonitor:
         self._calibrate()
         return None
 
-    def _worse(self, alarm: list[Any], y: float, w: float, ts: float) -> Anomaly | None:
+    def _worse(self, alarm: Alarm, y: float, w: float, ts: float) -> Anomaly | None:
         """Report the shift again once it got markedly worse, sample after sample.
 
         Every sample of the run must be ``WORSE_FACTOR`` times past the last reported level (so a
@@ -284,26 +312,26 @@ class MetricMonitor:
         rate's run must expect at least ``WORSE_EVENTS`` events at the reported level (20 requests a
         sample prove nothing about a 2% rate). The level reported is the run's mildest sample.
         """
-        if len(alarm) < 13:
+        if not alarm.reports_worse:
             return None
-        model, sign, reported = self._model, alarm[1], alarm[8]
+        model, sign, reported = self._model, alarm.sign, alarm.reported
         now = model.level(y, w)
         worse = now / reported if sign > 0 and reported > 0 else reported / now if sign < 0 and now > 0 else 0.0
         if worse < WORSE_FACTOR:
-            alarm[10], alarm[11], alarm[12] = 0.0, 0.0, 0.0
+            alarm.run_mildest, alarm.run_weight, alarm.run_length = 0.0, 0.0, 0.0
             return None
-        mildest = now if alarm[12] == 0 else (min(alarm[10], now) if sign > 0 else max(alarm[10], now))
-        alarm[10], alarm[11], alarm[12] = mildest, alarm[11] + w, alarm[12] + 1.0
-        enough = self.spec.kind != "rate" or alarm[11] * reported >= WORSE_EVENTS
-        if alarm[12] <= self.spec.spike_samples or not enough:
+        mildest = now if alarm.run_length == 0 else (min(alarm.run_mildest, now) if sign > 0
+                                                     else max(alarm.run_mildest, now))
+        alarm.run_mildest, alarm.run_weight, alarm.run_length = mildest, alarm.run_weight + w, alarm.run_length + 1.0
+        enough = self.spec.kind != "rate" or alarm.run_weight * reported >= WORSE_EVENTS
+        if alarm.run_length <= self.spec.spike_samples or not enough:
             return None
-        alarm[8], alarm[10], alarm[11], alarm[12] = mildest, 0.0, 0.0, 0.0
+        alarm.reported, alarm.run_mildest, alarm.run_weight, alarm.run_length = mildest, 0.0, 0.0, 0.0
         base = model.baseline
-        extra: dict[str, Any] = {"direction": "up" if sign > 0 else "down", "kind": self.spec.kind,
-                                 "worsened": True}
         return Anomaly(ts=ts, service=self.service, metric=self.metric, detector=model.detector,
-                       onset_ts=alarm[7], detected_ts=ts, baseline=base, current=mildest,
-                       ratio=mildest / base if base != 0.0 else 0.0, score=alarm[9], **extra)
+                       onset_ts=alarm.onset_ts, detected_ts=ts, baseline=base, current=mildest,
+                       ratio=mildest / base if base != 0.0 else 0.0, score=alarm.score,
+                       direction="up" if sign > 0 else "down", kind=self.spec.kind, worsened=True)
 
     # -- deploy-anchored and self-starting tests (detectors.anchored) ---------------------------------
 
@@ -324,7 +352,7 @@ class MetricMonitor:
                 test.horizon_s = max(test.horizon_s, finished_ts - test.deploy_ts + spec.anchor_horizon_s / 2)
             return None
         # a shift in progress at the deploy is the level the deploy is judged against: its samples only
-        since = self._alarm[7] if self._alarm is not None else -math.inf
+        since = self._alarm.onset_ts if self._alarm is not None else -math.inf
         test = self._recent.start(deploy_ts, since, alpha=spec.anchor_alpha, horizon_s=spec.anchor_horizon_s,
                                   onset_half_s=spec.anchor_onset_half_s)
         if test is None:  # too little history before it (or since the shift in progress began)
@@ -371,16 +399,12 @@ class MetricMonitor:
 
     def _anchored_anomaly(self, deploy_id: str, test: AnchoredTest, ts: float) -> Anomaly:
         spec = self.spec
-        sign = -1 if spec.direction == "down" else 1
-        samples = sum(1 for _, _, t in self._recent.after(test.onset_ts)) + 1
-        extra: dict[str, Any] = {"direction": "up" if sign > 0 else "down", "kind": spec.kind,
-                                 "samples": samples, "anchored": True}
-        if deploy_id != YOUNG:
-            extra["deploy_id"] = deploy_id
         detector = ("anchored_" if deploy_id != YOUNG else "selfstart_") + ("rate" if spec.kind == "rate" else "gauge")
         return Anomaly(ts=ts, service=self.service, metric=self.metric, detector=detector,
                        onset_ts=test.onset_ts, detected_ts=ts, baseline=test.baseline, current=test.current,
-                       ratio=test.ratio, score=test.log_e / math.log(1.0 / test.alpha), **extra)
+                       ratio=test.ratio, score=test.log_e / math.log(1.0 / test.alpha),
+                       direction="down" if spec.direction == "down" else "up", kind=spec.kind,
+                       samples=test.shifted_samples, deploy_id=deploy_id or None)
 
     def _relearn(self) -> None:
         """Warm up again from the next sample (the model forgot its baseline's trend)."""
@@ -403,8 +427,8 @@ class MetricMonitor:
         return {"v": STATE_VERSION, "s": self.service, "m": self.metric, "ts": self._last_ts,
                 "n": self._n, "i": self._since, "b": self._model.to_state(),
                 "d": [list(d) for d in self._designs], "c": [c.to_state() for c in self._bank],
-                "a": self._alarm, "r": self._recovery.to_state(), "o": self._window.to_state(),
-                "w": self._recent.to_state(),
+                "a": None if self._alarm is None else self._alarm.to_list(), "r": self._recovery.to_state(),
+                "o": self._window.to_state(), "w": self._recent.to_state(),
                 "t": [[k, t.to_state()] for k, t in self._tests.items()], "g": self._ended}
 
     @classmethod
@@ -422,7 +446,7 @@ class MetricMonitor:
         mon._n, mon._since = int(state["n"]), int(state["i"])
         mon._designs = [(int(d[0]), *(float(v) for v in d[1:6])) for d in state["d"]]  # type: ignore[misc]
         mon._bank = [TrimmedCusum.from_state(c, spec.spike_samples) for c in state["c"]]
-        mon._alarm = None if state["a"] is None else [float(v) for v in state["a"]]
+        mon._alarm = None if state["a"] is None else Alarm.from_list(state["a"])
         mon._recovery = TrimmedCusum.from_state(state["r"], spec.spike_samples)
         mon._window = OnsetWindow.from_state(state.get("o", []), ONSET_WINDOW, spec.spike_samples)
         return mon

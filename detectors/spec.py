@@ -41,10 +41,11 @@ direction
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from backout.contracts import MetricKind
 
 
 class MetricSpec(BaseModel):
@@ -52,7 +53,7 @@ class MetricSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["rate", "gauge", "health"] = Field(
+    kind: MetricKind = Field(
         description="rate: fraction with a count (error_rate); gauge: latency etc.; health: fraction healthy")
     direction: Literal["up", "down", "both"] = Field(description="which way is bad")
     min_ratio: float = Field(ge=1.0, description="smallest relative effect reported (>= 1, see module doc)")
@@ -119,8 +120,6 @@ DEFAULT_SPECS: dict[str, MetricSpec] = {
 }
 
 
-def spec_for(metric: str, overrides: Mapping[str, MetricSpec] | None = None) -> MetricSpec | None:
-    """The spec of ``metric`` (``overrides`` first), or None: the caller dead-letters "unknown metric"."""
-    if overrides is not None and metric in overrides:
-        return overrides[metric]
+def spec_for(metric: str) -> MetricSpec | None:
+    """The default spec of ``metric``, or None (a configuration's own: ``BackoutConfig.require_spec``)."""
     return DEFAULT_SPECS.get(metric)

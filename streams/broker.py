@@ -10,8 +10,11 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from types import TracebackType
+
+import click
 
 from backout.errors import BrokerError
 
@@ -68,10 +71,6 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
     def start(self) -> EmbeddedBroker:
         if wait_for_port(self.host, self.port, 0.2):
             raise BrokerError(f"port {self.port} on {self.host} is already in use; pick another with --port")
@@ -106,3 +105,20 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.stop()
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on and advertise.")
+@click.option("--port", default=9092, show_default=True, type=click.IntRange(1, 65535), help="TCP port to listen on.")
+def broker(host: str, port: int) -> None:
+    """Run the embedded Kafka-protocol broker (tansu, in-memory storage) until interrupted."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the child on SIGTERM too
+    embedded = EmbeddedBroker(host, port, quiet=False).start()
+    click.echo(f"broker listening on {embedded.bootstrap} (in-memory; Ctrl-C stops it)", err=True)
+    try:
+        code = embedded.wait()
+    except (KeyboardInterrupt, SystemExit):
+        code = 0
+    finally:
+        embedded.stop()
+    sys.exit(code)

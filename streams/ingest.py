@@ -9,12 +9,15 @@ from typing import IO
 
 import click
 
-from backout.contracts import Deploy, Target, dead_letter, decode, encode
-from backout.errors import ContractError
+from backout.contracts import Deploy, dead_letter, decode, encode
+from backout.errors import ContractError, UnexpectedRecord
 from backout.settings import KafkaSettings
+from detectors.engine import require_input
 from streams import topics
+from streams.feeds.targets import KINDS
+from streams.feeds.targets import target as checked_target
 from streams.kafka import publish, sender
-from streams.replay import INPUT_TOPICS, publish_inputs
+from streams.replay import publish_inputs
 
 
 @click.command()
@@ -32,10 +35,8 @@ def ingest(source: IO[str]) -> None:
         if not line.strip():
             continue
         try:
-            record = decode(line)
-            if record.type not in INPUT_TOPICS:
-                raise ContractError(f"field 'type': got {record.type!r}, expected 'metric' or 'deploy'")
-        except ContractError as exc:
+            record = require_input(decode(line))
+        except (ContractError, UnexpectedRecord) as exc:
             counts["bad"] += 1
             click.echo(f"line {number}: {exc}", err=True)
             out.send(topics.DEADLETTER, encode(dead_letter(line.encode(), str(exc), f"file:{source.name}", -1,
@@ -56,16 +57,36 @@ def ingest(source: IO[str]) -> None:
 @click.option("--status", type=click.Choice(["started", "finished", "failed", "rolled_back"]),
               default="finished", show_default=True, help="Deployment status.")
 @click.option("--ts", type=float, help="Event time in unix seconds (default: now).")
-@click.option("--target", "target_kind", help="Target kind for rollbacks, e.g. kubernetes, bluegreen, webhook.")
+@click.option("--target", "target_kind", type=click.Choice(list(KINDS)),
+              help="What a rollback acts on; each kind needs its fields below.")
+@click.option("--namespace", help="kubernetes, argo-rollout: the namespace.")
+@click.option("--name", help="kubernetes: the Deployment; argo-rollout: the Rollout; bluegreen: the switch; "
+                             "image: the container.")
+@click.option("--container", help="kubernetes, argo-rollout: the container whose image is the version.")
+@click.option("--image", help="image: the repository, without a tag, e.g. registry.example.com/shop/checkout.")
+@click.option("--url", help="webhook: where the decision is POSTed.")
 @click.option("--target-opt", multiple=True, metavar="KEY=VALUE",
-              help="Target detail, repeatable, e.g. --target-opt namespace=shop --target-opt name=checkout.")
+              help="Any other target field for the executor, repeatable.")
 def deploy_event(service: str, version: str, previous_version: str | None, deploy_id: str | None,
-                 status: str, ts: float | None, target_kind: str | None, target_opt: tuple[str, ...]) -> None:
-    """Publish one deployment event to backout.deploys (for CD pipelines and scripts)."""
+                 status: str, ts: float | None, target_kind: str | None, namespace: str | None,
+                 name: str | None, container: str | None, image: str | None, url: str | None,
+                 target_opt: tuple[str, ...]) -> None:
+    """Publish one deployment event to backout.deploys (for CD pipelines and scripts).
+
+    \b
+    e.g. --target kubernetes --namespace shop --name checkout [--container app]
+         --target argo-rollout --namespace shop --name checkout
+         --target bluegreen --name checkout
+         --target image --image registry.example.com/shop/checkout [--name checkout]
+         --target webhook --url https://deploy.example.com/rollback
+    """
     target = None
+    fields = {k: v for k, v in {"namespace": namespace, "name": name, "container": container, "image": image,
+                                "url": url}.items() if v is not None}
     if target_kind:
-        options = dict(_key_value(opt) for opt in target_opt)
-        target = Target(kind=target_kind, **options)
+        target = checked_target(target_kind, {**dict(_key_value(opt) for opt in target_opt), **fields})
+    elif fields or target_opt:
+        raise click.UsageError("target fields need --target KIND")
     record = Deploy(ts=ts or time.time(), service=service, deploy_id=deploy_id or f"d-{uuid.uuid4().hex[:12]}",
                     version=version, previous_version=previous_version, status=status,  # type: ignore[arg-type]
                     target=target)

@@ -15,11 +15,9 @@ import time
 from typing import Any
 
 from backout.contracts import Metric, decode
-from backout.errors import SampleRejected
 from backout.settings import KafkaSettings
 from detectors.config import BackoutConfig
 from detectors.monitor import MetricMonitor
-from detectors.spec import MetricSpec
 from detectors.watermark import PartitionClock
 from streams import topics
 from streams.runtime.keyed import Clients, KeyedConsumer, Output, Settings, Telemetry
@@ -36,12 +34,12 @@ class MetricsStage:
 
     def read(self, value: bytes | None) -> tuple[bytes, Metric]:
         sample: Metric = decode(value or b"", expect=Metric)
-        _spec(self.config, sample.metric)
+        self.config.require_spec(sample.metric)
         return f"{sample.service}\x1f{sample.metric}".encode(), sample
 
     def step(self, monitor: MetricMonitor | None, sample: Metric) -> tuple[MetricMonitor, list[Output]]:
         if monitor is None:
-            monitor = MetricMonitor(sample.service, sample.metric, _spec(self.config, sample.metric))
+            monitor = MetricMonitor(sample.service, sample.metric, self.config.require_spec(sample.metric))
         anomaly = monitor.update(sample)  # DuplicateSample / OutOfOrderSample: refused, state untouched
         if anomaly is None:
             return monitor, []
@@ -53,7 +51,7 @@ class MetricsStage:
 
     def load(self, key: bytes, raw: bytes) -> MetricMonitor:
         metric = key.partition(b"\x1f")[2].decode()
-        return MetricMonitor.from_state(json.loads(raw), _spec(self.config, metric))
+        return MetricMonitor.from_state(json.loads(raw), self.config.require_spec(metric))
 
     def after(self, partition: int, sample: Metric) -> list[Output]:
         mark = self._clocks[partition].observe(sample.ts, sample.service)
@@ -70,13 +68,6 @@ class MetricsStage:
     def revoked(self, partitions: list[int]) -> None:
         for partition in partitions:
             self._clocks.pop(partition, None)
-
-
-def _spec(config: BackoutConfig, metric: str) -> MetricSpec:
-    spec = config.spec_for(metric)
-    if spec is None:
-        raise SampleRejected(f"unknown metric {metric!r}: not in the configuration")
-    return spec
 
 
 def metrics_consumer(app_id: str, partitions: int, kafka: KafkaSettings, config: BackoutConfig,

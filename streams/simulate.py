@@ -44,6 +44,7 @@ import click
 import numpy as np
 
 from backout.contracts import Deploy, Metric, Target, encode
+from detectors.config import CLEAN_S
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 METRICS = ("requests", "error_rate", "latency_p95", "health")
@@ -118,7 +119,7 @@ class World:
     def current(self, service: str) -> str:
         return self.versions[service][-1][0]
 
-    def good_targets(self, service: str, before_ts: float, clean_s: float = 600.0) -> list[str]:
+    def good_targets(self, service: str, before_ts: float, clean_s: float = CLEAN_S) -> list[str]:
         """Versions that ran at least ``clean_s`` before ``before_ts`` and are not bad (latest first)."""
         hist = self.versions[service]
         out = []

@@ -15,8 +15,25 @@ DEADLETTER = "backout.deadletter"
 
 ALL = (METRICS, DEPLOYS, ANOMALIES, ACTIONS, APPROVALS, VERIFICATIONS, ALERTS, DEADLETTER)
 
+PARTITIONS = 8  # per public topic, by default
+RETENTION_HOURS = 168.0  # how long the broker keeps records, by default
+
 # Internal: anomalies, deploys and watermarks in one ordered stream for the decider.
 DECIDER = "backout.internal.decider"
+
+# The public topic of each record type (a JSON Lines file without a topic per line goes by these).
+OF_TYPE = {"metric": METRICS, "deploy": DEPLOYS, "anomaly": ANOMALIES, "decision": ACTIONS,
+           "approval": APPROVALS, "verification": VERIFICATIONS, "alert": ALERTS, "deadletter": DEADLETTER}
+
+
+def key_of(record: dict[str, object]) -> bytes | None:
+    """The partition key of a record: its service (per-service order for the worker), else its
+    incident (per-incident order for the gate and the executor), else none."""
+    for field in ("service", "incident_id"):
+        value = record.get(field)
+        if isinstance(value, str) and value:
+            return value.encode()
+    return None
 
 
 @dataclass(frozen=True)
@@ -27,7 +44,7 @@ class TopicSpec:
     compacted: bool = False
 
 
-def specs(partitions: int = 8, retention_hours: float = 168.0) -> list[TopicSpec]:
+def specs(partitions: int = PARTITIONS, retention_hours: float = RETENTION_HOURS) -> list[TopicSpec]:
     """Every public topic, plus the single-partition internal decider topic."""
     retention_ms = int(retention_hours * 3600 * 1000)
     public = [TopicSpec(name, partitions, retention_ms) for name in ALL]

@@ -26,12 +26,11 @@ from typing import Any
 
 import click
 import faust
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backout.contracts import Deploy, Record, dead_letter, decode, encode
 from backout.errors import BackoutError, ContractError
-from backout.settings import KafkaSettings
-from detectors.config import BackoutConfig, load_config
+from backout.settings import KafkaSettings, WorkerSettings, load_config
+from detectors.config import BackoutConfig
 from detectors.decider import Decider
 from streams import topics
 from streams.metrics_stage import metrics_consumer
@@ -40,21 +39,6 @@ from streams.telemetry import Telemetry
 
 log = logging.getLogger("backout.worker")
 DECIDER_KEY = "decider"
-
-
-class WorkerSettings(BaseSettings):
-    """Worker settings from ``BACKOUT_*`` environment variables (CLI options override)."""
-
-    model_config = SettingsConfigDict(env_prefix="BACKOUT_", frozen=True, extra="ignore")
-
-    app_id: str = "backout"
-    partitions: int = 8
-    store: str = "rocksdb://"
-    data_dir: str = ".backout/worker"
-    web_port: int = 6066
-    config: str | None = None
-    idle_after_s: float = 10.0  # a caught-up metrics partition this long without a sample is declared idle
-    checkpoint_s: float = 5.0  # how often the metrics stage writes changed monitor states (and commits)
 
 
 def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutConfig) -> faust.App:

@@ -43,6 +43,14 @@ def test_round_trip(record):
     assert decode(encode(record).decode()) == record
 
 
+def test_an_anomaly_without_the_monitor_fields_still_decodes():
+    raw = (b'{"type":"anomaly","ts":5,"service":"a","metric":"m","detector":"d","onset_ts":1,"detected_ts":5,'
+           b'"baseline":1,"current":2,"ratio":2,"score":1}')
+    record = decode(raw)
+    assert (record.direction, record.kind, record.samples, record.worsened) == (None, None, 0, False)
+    assert decode(encode(record)) == record
+
+
 def test_extra_fields_are_kept():
     raw = b'{"type":"metric","ts":5,"service":"a","metric":"m","value":1,"region":"eu"}'
     record = decode(raw)

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import pytest
 
+from backout.contracts import Anomaly
 from detectors.config import PolicyConfig
-from detectors.correlation import Shift, adverse_factor, correlate
+from detectors.correlation import adverse_factor, correlate
 from detectors.deploys import Change, ServiceView
 
 T = 1_700_000_000.0
 POLICY = PolicyConfig()
 
 
+def anomaly(service, metric, onset_ts, detected_ts, baseline, current, ratio, score, detector, samples=0):
+    return Anomaly(ts=detected_ts, service=service, metric=metric, onset_ts=onset_ts, detected_ts=detected_ts,
+                   baseline=baseline, current=current, ratio=ratio, score=score, detector=detector,
+                   samples=samples)
+
+
 def shift(service="a", onset=100.0, metric="error_rate", detect_after=30.0, factor=10.0):
-    return Shift(service, metric, T + onset, T + onset + detect_after, 0.01, 0.01 * factor, factor, 9.0, "test")
+    return anomaly(service, metric, T + onset, T + onset + detect_after, 0.01, 0.01 * factor, factor, 9.0, "test")
 
 
 def view(*changes):
@@ -56,6 +63,12 @@ CASES = [
     ("the deployed service that moved first is blamed",
      shift("b", onset=30), [change(5, "b2", prev="b1")], [shift("a", 60)], {"a": view(change(0))},
      "blame", "b2", None),
+    ("a deployed service moved first, on another metric: this shift is its own",
+     shift("a", onset=60), [change(0)], [shift("b", 30, "latency_p95")], {"b": view(change(5, "b2", prev="b1"))},
+     "blame", "v2", None),
+    ("a deployed service moved first, by far less: this shift is its own",
+     shift("a", onset=60, factor=30.0), [change(0)], [shift("b", 30, factor=3.0)],
+     {"b": view(change(5, "b2", prev="b1"))}, "blame", "v2", None),
     ("an earlier mover without a deploy does not make us a follower",
      shift("a", onset=60), [change(0)], [shift("b", 30)], {}, "blame", "v2", None),
 ]
@@ -91,7 +104,7 @@ def test_shifts_detected_after_the_due_time_are_not_seen():
     (0.01, 0.1, "up", 10.0), (1.0, 0.5, "down", 2.0), (0.2, 0.1, "up", 0.5), (1.0, 0.5, None, 2.0),
 ])
 def test_adverse_factor(baseline, current, direction, factor):
-    s = Shift("a", "m", T, T, baseline, current, current / baseline, 1.0, "t")
+    s = anomaly("a", "m", T, T, baseline, current, current / baseline, 1.0, "t")
     assert adverse_factor(s, direction) == pytest.approx(factor)
 
 
@@ -107,7 +120,7 @@ def test_onsets_within_the_slack_are_the_same_moment():
 
 @pytest.mark.parametrize("samples", [0, 2, 40])
 def test_onset_dated_before_the_deploy_is_not_its_fault_however_long_it_took_to_confirm(samples):
-    s = Shift("a", "error_rate", T - 300, T + 100, 0.01, 0.05, 5.0, 9.0, "test", samples)
+    s = anomaly("a", "error_rate", T - 300, T + 100, 0.01, 0.05, 5.0, 9.0, "test", samples)
     assert judge(s, view(change(0))).kind == "before_deploy"
 
 

@@ -361,3 +361,21 @@ def test_hotfix_after_a_rollback_decision_is_not_blamed_for_the_old_shift():
 def test_slow_rollout_is_blamed_from_its_first_record_and_rolled_back_when_clear():
     out = run(HISTORY + [dep(0, "v2", "v1", status="started"), anom(60, 12), dep(1200, "v2", "v1")])
     assert [(d.action, d.deploy_id, d.to_version) for d in decisions(out)] == [("rollback", "checkout-v2", "v1")]
+
+
+def test_a_version_2_state_loads_and_decides_the_same():
+    """Version 2 kept an anomaly's first ten fields as a row; version 3 keeps all of it."""
+    stream = sorted(HISTORY + [dep(0, "v2", "v1"), anom(60, 2.5)] + marks(40),
+                    key=lambda r: (r.ts, r.type == "watermark"))
+    decider = Decider(BackoutConfig())
+    for rec in stream:
+        decider.handle(rec)
+    state = json.loads(json.dumps(decider.to_state()))
+    assert state["v"] == 3 and len(state["shifts"]) == 1
+    old = {**state, "v": 2, "shifts": [row[:10] for row in state["shifts"]],
+           "pending": [[due, ext, row[:10]] for due, ext, row in state["pending"]]}
+    rest = marks(900, start=45)
+    current, restored = Decider.from_state(state, BackoutConfig()), Decider.from_state(old, BackoutConfig())
+    expected = [o for rec in rest for o in current.handle(rec)]
+    got = [o for rec in rest for o in restored.handle(rec)]
+    assert decisions(expected) and [_key(o) for o in got] == [_key(o) for o in expected]

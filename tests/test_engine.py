@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from backout.contracts import Anomaly, Decision, Deploy, Metric
-from backout.errors import DuplicateSample, SampleRejected
+from backout.contracts import Alert, Anomaly, Decision, Deploy, Metric
+from backout.errors import DuplicateSample, SampleRejected, UnexpectedRecord, UnknownMetric
 from detectors.config import BackoutConfig
 from detectors.decider import Decider
 from detectors.engine import Engine
@@ -33,8 +33,16 @@ def demo():
 
 
 def test_unknown_metric_is_rejected():
-    with pytest.raises(SampleRejected, match="unknown metric 'cpu_temp'"):
+    with pytest.raises(UnknownMetric, match="unknown metric 'cpu_temp'"):
         Engine(BackoutConfig()).feed(Metric(ts=1e9, service="a", metric="cpu_temp", value=1.0))
+
+
+def test_records_that_are_not_inputs_are_refused_as_samples():
+    alert = Alert(ts=1e9, severity="info", text="hello")
+    for feed in (Engine(BackoutConfig()).feed, Decider(BackoutConfig()).handle):
+        with pytest.raises(UnexpectedRecord) as refused:
+            feed(alert)  # type: ignore[operator]
+        assert isinstance(refused.value, SampleRejected) and "alert" in str(refused.value).lower()
 
 
 def test_duplicate_sample_propagates():
@@ -144,5 +152,5 @@ def test_a_question_becomes_a_rollback_when_the_shift_gets_much_worse():
     decisions = [(d.action, d.incident_id, d.to_version) for d in out if isinstance(d, Decision)]
     assert [a for a, _, _ in decisions] == ["request_approval", "rollback"]
     assert decisions[0][1] == decisions[1][1] and decisions[1][2] == "v1"
-    worsened = [a for a in out if isinstance(a, Anomaly) and (a.model_extra or {}).get("worsened")]
+    worsened = [a for a in out if isinstance(a, Anomaly) and a.worsened]
     assert len(worsened) == 1

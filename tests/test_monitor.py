@@ -136,7 +136,7 @@ def test_an_accepted_change_of_slope_is_reported_once():
     fired = feed(mon, values)
     # once, then "worse" as it keeps falling; accepted after an hour, the line is learnt again, not shifted
     # with its old flat slope (which made the same fall fire again at ~3170)
-    first = [i for i, a in fired if not a.model_extra.get("worsened")]
+    first = [i for i, a in fired if not a.worsened]
     assert len(first) == 1 and 2300 <= first[0] <= 2400
 
 
@@ -375,5 +375,5 @@ def test_a_shift_that_gets_much_worse_is_reported_again_with_its_onset():
     assert len(worse) == 1
     (_, a0), (_, a1) = first[0], worse[0]
     assert a1.onset_ts == a0.onset_ts and a1.detected_ts > a0.detected_ts
-    assert a1.model_extra["worsened"] is True and a1.current > 4 * a0.current
+    assert a1.worsened is True and a1.current > 4 * a0.current
     assert feed(mon, noisy_rates(rng, 0.12, 1000, 20), counts=1000, start=91) == []  # steady: said once

@@ -1,4 +1,4 @@
-"""Policy table (mode × clarity → action) and the YAML configuration that carries it."""
+"""Policy table (shift × mode × situation → outcome) and the YAML configuration that carries it."""
 
 from __future__ import annotations
 
@@ -6,43 +6,98 @@ import pytest
 from pydantic import ValidationError
 
 from backout.errors import ConfigError
-from detectors.config import BackoutConfig, MetricPolicy, load_config
-from detectors.policy import ask_ratio, assess
+from backout.settings import load_config
+from detectors.config import BackoutConfig, MetricPolicy
+from detectors.policy import ask_ratio, assess, escalation, outcome
 
 ERR = MetricPolicy(act_ratio=1.5, clear_ratio=5.0, clear_within_s=300.0, min_delta=0.005)
+CLEAR = (10.0, 0.045, 90.0, [])  # factor, delta, lag_s, ambiguity: 10x error rate 90 s after the deploy
+SMALL = (1.3, 0.001, 60.0, [])  # below act_ratio
+VAGUE = (2.0, 0.005, 90.0, [])  # actionable, not clear-cut
+NEW = {}  # a new incident; the service runs the blamed version; a known-good target exists
+ASKED = {"decided": "request_approval"}
 
-# (case, factor, delta, lag_s, ambiguity, mode, action, clear)
+# (case, shift, mode, situation, expected (kind, action, publish, record, severity), clear)
 CASES = [
-    ("10x within 5 min, auto: roll back", 10.0, 0.045, 90.0, [], "auto", "rollback", True),
-    ("10x within 5 min, approval: ask", 10.0, 0.045, 90.0, [], "approval", "request_approval", True),
-    ("10x within 5 min, off: nothing", 10.0, 0.045, 90.0, [], "off", None, True),
-    ("2x: ambiguous, ask", 2.0, 0.005, 90.0, [], "auto", "request_approval", False),
-    ("10x but 12 min after: ask", 10.0, 0.045, 720.0, [], "auto", "request_approval", False),
-    ("10x of a tiny rate: ask", 10.0, 0.0009, 60.0, [], "auto", "request_approval", False),
-    ("ambiguous blame: ask", 10.0, 0.045, 60.0, ["two deploys"], "auto", "request_approval", False),
-    ("below act_ratio: alert only", 1.3, 0.001, 60.0, [], "auto", None, False),
-    ("below act_ratio, approval: alert only", 1.3, 0.001, 60.0, [], "approval", None, False),
-    ("2x, 10 min after: too small that late, alert only", 2.0, 0.01, 600.0, [], "auto", None, False),
-    ("4x, 10 min after: ask", 4.0, 0.02, 600.0, [], "auto", "request_approval", False),
-    ("10x of a tiny rate, 10 min after: alert only", 10.0, 0.0009, 600.0, [], "auto", None, False),
+    ("10x within 5 min, auto: roll back", CLEAR, "auto", NEW,
+     ("rollback", "rollback", True, "rollback", "critical"), True),
+    ("10x within 5 min, approval: ask", CLEAR, "approval", NEW,
+     ("request_approval", "request_approval", True, "request_approval", "warning"), True),
+    ("10x within 5 min, off: says it would roll back, publishes nothing", CLEAR, "off", NEW,
+     ("off", "rollback", False, "none", "critical"), True),
+    ("ambiguous, off: says it would ask", VAGUE, "off", NEW, ("off", "request_approval", False, "none", "warning"),
+     False),
+    ("2x: ambiguous, ask", VAGUE, "auto", NEW,
+     ("request_approval", "request_approval", True, "request_approval", "warning"), False),
+    ("10x but 12 min after: ask", (10.0, 0.045, 720.0, []), "auto", NEW,
+     ("request_approval", "request_approval", True, "request_approval", "warning"), False),
+    ("10x of a tiny rate: ask", (10.0, 0.0009, 60.0, []), "auto", NEW,
+     ("request_approval", "request_approval", True, "request_approval", "warning"), False),
+    ("ambiguous blame: ask", (10.0, 0.045, 60.0, ["two deploys"]), "auto", NEW,
+     ("request_approval", "request_approval", True, "request_approval", "warning"), False),
+    ("below act_ratio: alert only", SMALL, "auto", NEW, ("watch", None, False, None, "info"), False),
+    ("below act_ratio, approval: alert only", SMALL, "approval", NEW, ("watch", None, False, None, "info"), False),
+    ("below act_ratio, already reverted: still just watching", SMALL, "auto", {"reverted": True},
+     ("watch", None, False, None, "info"), False),
+    ("already runs a good version again: nothing to do", CLEAR, "auto", {"reverted": True},
+     ("reverted", None, False, "none", "info"), True),
+    ("no known-good target: escalate", CLEAR, "auto", {"has_target": False},
+     ("no_target", "escalate", True, "escalate", "critical"), True),
+    ("no known-good target, off: says so, publishes nothing", CLEAR, "off", {"has_target": False},
+     ("no_target", "escalate", False, "escalate", "critical"), True),
+    ("rolled back already: decided for good", CLEAR, "auto", {"decided": "rollback"},
+     ("decided", None, False, None, None), True),
+    ("escalated already: decided for good", CLEAR, "auto", {"decided": "escalate"},
+     ("decided", None, False, None, None), True),
+    ("nothing to do, decided: stays so", CLEAR, "auto", {"decided": "none"}, ("decided", None, False, None, None),
+     True),
+    ("a question that became clear-cut: upgraded to a rollback", CLEAR, "auto", ASKED,
+     ("upgrade", "rollback", True, "rollback", "critical"), True),
+    ("a question still ambiguous: stands", VAGUE, "auto", ASKED, ("kept_asking", None, False, None, None), False),
+    ("a question in approval mode: stands", CLEAR, "approval", ASKED,
+     ("kept_asking", None, False, None, None), True),
+    ("a question after someone deployed again: stands", CLEAR, "auto", {**ASKED, "still_runs": False},
+     ("kept_asking", None, False, None, None), True),
+    ("a question with no target left: stands", CLEAR, "auto", {**ASKED, "has_target": False},
+     ("kept_asking", None, False, None, None), True),
+    ("2x, 10 min after: too small that late, watched", (2.0, 0.01, 600.0, []), "auto", NEW,
+     ("watch", None, False, None, "info"), False),
+    ("4x, 10 min after: ask", (4.0, 0.02, 600.0, []), "auto", NEW,
+     ("request_approval", "request_approval", True, "request_approval", "warning"), False),
+    ("10x of a tiny rate, 10 min after: watched", (10.0, 0.0009, 600.0, []), "auto", NEW,
+     ("watch", None, False, None, "info"), False),
+    ("first confirmed longer than the window after the deploy: watched, even clear-cut", CLEAR, "auto",
+     {"stale": True}, ("stale", None, False, None, "info"), True),
+    ("traffic grew as much, not clear-cut: load, watched", VAGUE, "auto", {"load": True},
+     ("load", None, False, None, "info"), False),
+    ("traffic grew as much, but clear-cut: roll back", CLEAR, "auto", {"load": True},
+     ("rollback", "rollback", True, "rollback", "critical"), True),
 ]
 
 
-@pytest.mark.parametrize("case,factor,delta,lag_s,ambiguity,mode,action,clear", CASES, ids=[c[0] for c in CASES])
-def test_assess(case, factor, delta, lag_s, ambiguity, mode, action, clear):
-    a = assess(factor, delta, lag_s, ambiguity, ERR, 1800.0, mode)
-    assert (a.action, a.clear) == (action, clear)
-    assert 0 <= a.confidence <= 1
+@pytest.mark.parametrize("case,shift,mode,situation,expected,clear", CASES, ids=[c[0] for c in CASES])
+def test_outcome(case, shift, mode, situation, expected, clear):
+    a = assess(*shift, ERR, 1800.0)
+    o = outcome(a, mode, **situation)
+    assert (o.kind, o.action, o.publish, o.record, o.severity) == expected
+    assert a.clear == clear and 0 <= a.confidence <= 1
+    assert o.marks_bad == (o.kind in ("rollback", "upgrade"))  # a question, answered or not, leaves it good
+
+
+@pytest.mark.parametrize("mode,publish", [("auto", True), ("approval", True), ("off", False)])
+def test_a_shared_shift_escalates_the_deploy_it_spares(mode, publish):
+    o = escalation(mode, "shared")
+    assert (o.action, o.publish, o.record, o.severity) == ("escalate", publish, "escalate", "critical")
 
 
 @pytest.mark.parametrize("lag_s, needed", [(0.0, 1.5), (300.0, 1.5), (600.0, 1.5 * (5 / 1.5) ** 0.5),
                                             (900.0, 5.0), (3000.0, 5.0)])
-def test_the_later_a_shift_began_the_larger_it_must_be_to_ask(lag_s, needed):
+def test_the_later_a_shift_began_the_larger_it_must_be_to_act_on(lag_s, needed):
     assert ask_ratio(ERR, lag_s, late_ramp_s=600.0) == pytest.approx(needed)
 
 
 def test_confidence_falls_with_lag_size_and_doubt():
-    c = [assess(f, 0.05, lag, amb, ERR, 1800.0, "auto").confidence
+    c = [assess(f, 0.05, lag, amb, ERR, 1800.0).confidence
          for f, lag, amb in [(10, 60, []), (10, 900, []), (2, 60, []), (10, 60, ["x"])]]
     assert c[0] == 1.0 and all(x < c[0] for x in c[1:])
 

@@ -17,8 +17,7 @@ import pytest
 
 from backout.contracts import Decision, Deploy, Metric, decode
 from backout.errors import SampleRejected
-from backout.settings import KafkaSettings
-from detectors.config import load_config
+from backout.settings import KafkaSettings, load_config
 from detectors.engine import Engine
 from streams import topics
 from streams.admin import create_topics

@@ -103,7 +103,7 @@ class Clients:
         return Consumer(self.kafka.confluent(**conf))
 
     def producer(self, **conf: Any) -> Any:
-        return Producer(self.kafka.confluent(**conf))
+        return Producer(self.kafka.producer(**conf))
 
     def changelog(self, name: str, partitions: int) -> None:
         """Create the compacted changelog if missing; refuse one with another partition count."""
