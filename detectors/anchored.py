@@ -48,8 +48,9 @@ the dispersion taken at its upper 90% bound (a short window says little
 about its own noise), and never below the stream's long-run dispersion when
 the caller knows it (:class:`RecentWindow`).
 Rates without ``count`` get an effective count from the window, ``p(1-p)/var``
-(the number of trials a binomial of that variance would have): the same test,
-with the window's own noise as the unit of evidence.
+(the number of trials a binomial of that variance would have; the k largest
+samples left out): the same test, with the window's own noise as the unit of
+evidence.
 
 Gauges (latency on a log scale, health): the two-sample Bayesian t-test
 (Gönen et al. 2005), a normal prior of scale ``tau`` on the standardised
@@ -205,8 +206,10 @@ class AnchoredTest:
         values = [min(max(v, 0.0), 1.0) for v, _, _ in rows]
         n_eff = 0.0  # 0: counts are given
         if any(c is None for _, c, _ in rows):
-            mean = sum(values) / len(values)
-            var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+            # the k largest left out: a spike must not pass for noise and make every sample worth less
+            kept = sorted(values)[:len(values) - self.spec.spike_samples]
+            mean = sum(kept) / len(kept)
+            var = sum((v - mean) ** 2 for v in kept) / (len(kept) - 1)
             n_eff = mean * (1.0 - mean) / var if var > 0.0 and mean > 0.0 else self.spec.default_count
             n_eff = min(max(n_eff, 1.0), 1e6)
         samples = [(v * (n_eff or c or 0.0), n_eff or c or 0.0, ts) for v, (_, c, ts) in zip(values, rows, strict=True)]
