@@ -20,7 +20,8 @@ The questions an on-call engineer asks, in order:
    ``follow_ratio`` times as large (a callee's extra errors and latency reach
    its callers diluted). A shift on another metric, or much larger, is this
    service's own: two bad deploys a few seconds apart are both blamed.
-   Onsets within ``onset_slack_s`` of each other are the same moment: then
+   Onsets within ``onset_slack_s`` (or one sampling interval, if longer) of
+   each other are the same moment: then
    this one is the follower if the other's deploy is already blamed, and the
    blame is ambiguous otherwise.
 4. Otherwise blame the latest deploy before the onset: ``blame``, with the
@@ -118,12 +119,14 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
 
     # 2. did another service that deployed move first? Then we are its caller.
     own_first = _first_onset(shift.service, change, shifts, policy, default=None) or shift.onset_ts
-    slack = policy.onset_slack_s
     for other in sorted({s.service for s in shifts} - {shift.service}):
         other_view = views(other)
+        # onset estimates are quantised to the sampling interval: closer than one is the same moment
+        quantum = max([_step_s(shift)] + [_step_s(s) for s in shifts if s.service == other])
+        slack = max(policy.onset_slack_s, quantum)
         for other_change in reversed(other_view.changes):
             first = _first_onset(other, other_change, shifts, policy, default=None)
-            if first is None or abs(first - own_first) > policy.follow_s:
+            if first is None or abs(first - own_first) > max(policy.follow_s, 2.0 * slack):
                 continue
             theirs = [s for s in shifts if s.service == other and blameable(other_change, s.onset_ts, policy)
                       and s.onset_ts <= own_first + slack]
@@ -160,6 +163,13 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     if before:
         verdict.ambiguity.append(wording.shifted_before(before))
     return verdict
+
+
+def _step_s(a: Anomaly) -> float:
+    """The sampling interval of the anomaly's stream, from its excursion (0 if unknown)."""
+    if a.samples < 2 or a.detected_ts <= a.onset_ts:
+        return 0.0
+    return (a.detected_ts - a.onset_ts) / (a.samples - 1)
 
 
 def calls(policy: PolicyConfig, caller: str, callee: str) -> bool:
