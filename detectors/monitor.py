@@ -351,8 +351,9 @@ class MetricMonitor:
             if finished_ts is not None:
                 test.horizon_s = max(test.horizon_s, finished_ts - test.deploy_ts + spec.anchor_horizon_s / 2)
             return None
-        # a shift in progress at the deploy is the level the deploy is judged against: its samples only
-        since = self._alarm.onset_ts if self._alarm is not None else -math.inf
+        # a shift confirmed before the deploy is the level the deploy is judged against: its samples only
+        alarm = self._alarm
+        since = alarm.onset_ts if alarm is not None and alarm.ts < deploy_ts else -math.inf
         test = self._recent.start(deploy_ts, since, alpha=spec.anchor_alpha, horizon_s=spec.anchor_horizon_s,
                                   onset_half_s=spec.anchor_onset_half_s)
         if test is None:  # too little history before it (or since the shift in progress began)

@@ -377,3 +377,40 @@ def test_a_shift_that_gets_much_worse_is_reported_again_with_its_onset():
     assert a1.onset_ts == a0.onset_ts and a1.detected_ts > a0.detected_ts
     assert a1.worsened is True and a1.current > 4 * a0.current
     assert feed(mon, noisy_rates(rng, 0.12, 1000, 20), counts=1000, start=91) == []  # steady: said once
+
+
+def test_a_young_stream_is_tested_from_its_eighth_sample():
+    """Self-start: a clear shift after 10 samples of history is caught before the 30-sample warm-up ends."""
+    rng = random.Random(12)
+    mon = monitor("latency_p95")
+    values = [0.2 * (1 + rng.gauss(0, 0.05)) for _ in range(10)] + [0.6 * (1 + rng.gauss(0, 0.05)) for _ in range(10)]
+    fired = feed(mon, values)
+    assert [(i, a.detector, a.onset_ts - T0) for i, a in fired] == [(13, "selfstart_gauge", 100.0)]
+    assert fired[0][1].deploy_id is None and fired[0][1].ratio == pytest.approx(3.0, rel=0.2)
+
+
+def test_a_deploy_read_late_is_tested_on_the_samples_already_seen():
+    rng = random.Random(13)
+    mon = monitor("error_rate")
+    feed(mon, noisy_rates(rng, 0.005, 2000, 60) + noisy_rates(rng, 0.06, 2000, 3), 2000.0)
+    found = mon.anchor("d-7", T0 + 595.0)  # the deploy at 595 s, read after the samples at 600-620 s
+    assert found is not None and (found.detector, found.deploy_id) == ("anchored_rate", "d-7")
+    assert (found.onset_ts, found.detected_ts) == (T0 + 600.0, T0 + 620.0)
+    assert mon.anchor("d-7", T0 + 595.0, finished_ts=T0 + 700.0) is None  # its later records open nothing
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(metric=st.sampled_from(["error_rate", "latency_p95", "health"]), seed=st.integers(0, 10**6),
+       cut=st.integers(1, 40))
+def test_state_with_an_open_anchored_test_round_trips(metric, seed, cut):
+    rng = random.Random(seed)
+    base = {"error_rate": 0.01, "latency_p95": 0.2, "health": 1.0}[metric]
+    values = [base * (1 + rng.gauss(0, 0.05)) for _ in range(50)]
+    values += [(base * 4 if metric != "health" else 0.5) * (1 + rng.gauss(0, 0.05)) for _ in range(40)]
+    a, counts = monitor(metric), 500.0 if metric != "latency_p95" else None
+    feed(a, values[:50], counts)
+    a.anchor("d-1", T0 + 495.0)
+    feed(a, values[50:50 + cut], counts, start=50)
+    b = MetricMonitor.from_state(json.loads(json.dumps(a.to_state())), SPECS[metric])
+    assert feed(a, values[50 + cut:], counts, start=50 + cut) == feed(b, values[50 + cut:], counts, start=50 + cut)
+    assert a.to_state() == b.to_state()
