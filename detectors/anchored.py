@@ -207,9 +207,9 @@ class AnchoredTest:
         n_eff = 0.0  # 0: counts are given
         if any(c is None for _, c, _ in rows):
             # the k largest left out: a spike must not pass for noise and make every sample worth less
-            kept = sorted(values)[:len(values) - self.spec.spike_samples]
-            mean = sum(kept) / len(kept)
-            var = sum((v - mean) ** 2 for v in kept) / (len(kept) - 1)
+            quiet = sorted(values)[:len(values) - self.spec.spike_samples]
+            mean = sum(quiet) / len(quiet)
+            var = sum((v - mean) ** 2 for v in quiet) / (len(quiet) - 1)
             n_eff = mean * (1.0 - mean) / var if var > 0.0 and mean > 0.0 else self.spec.default_count
             n_eff = min(max(n_eff, 1.0), 1e6)
         samples = [(v * (n_eff or c or 0.0), n_eff or c or 0.0, ts) for v, (_, c, ts) in zip(values, rows, strict=True)]
