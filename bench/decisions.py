@@ -162,18 +162,18 @@ def summarise(parts: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def world2_part(mode: str, seeds: int, config_path: str | None, hours: float = 4.0) -> dict[str, Any]:
-    """Score the deciders on ``seeds`` world-2 scenarios of one mode (seeds 1..N)."""
+def world2_part(mode: str, seeds: int, config_path: str | None, first: int = 1) -> dict[str, Any]:
+    """Score the deciders on ``seeds`` world-2 scenarios of one mode (seeds first..first+N-1)."""
     parts: dict[str, list[dict[str, Any]]] = {"backout": [], "argo_like": [], "flagger_like": []}
-    for seed in range(1, seeds + 1):
-        records, labels = world2.scenario(seed, mode, hours=hours)
+    for seed in range(first, first + seeds):
+        records, labels = world2.scenario(seed, mode)
         scale = 1000.0 if labels["latency_unit"] == "ms" else 1.0
         thresholds = {**THRESHOLDS, "latency_p95": ("max", THRESHOLDS["latency_p95"][1] * scale)}
         parts["backout"].append(score(run_backout(records, config_path)[0], labels))
         for name, failures in (("argo_like", 3), ("flagger_like", 5)):
             make = partial(ThresholdAnalysis, name.replace("_", "-"), failures, thresholds=thresholds)
             parts[name].append(score(run_reference(make, records), labels))
-    return {"scenarios": seeds, **{k: summarise(v) for k, v in parts.items()}}
+    return {"scenarios": seeds, "first_seed": first, **{k: summarise(v) for k, v in parts.items()}}
 
 
 @click.command()
@@ -184,8 +184,10 @@ def world2_part(mode: str, seeds: int, config_path: str | None, hours: float = 4
               help="Backout policy YAML (default: built-in defaults).")
 @click.option("--world2-seeds", "w2_seeds", default=12, show_default=True, type=click.IntRange(0, 1000),
               help="World-2 scenarios per mode (sim, slow: a third of it; testbed: twice it). 0: world 1 only.")
+@click.option("--world2-first-seed", "w2_first", default=1, show_default=True, type=click.IntRange(1),
+              help="First world-2 seed (seeds already looked at while developing can be left out).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON on stdout.")
-def main(seeds: int, hours: float, config_path: str | None, w2_seeds: int, as_json: bool) -> None:
+def main(seeds: int, hours: float, config_path: str | None, w2_seeds: int, w2_first: int, as_json: bool) -> None:
     """Score Backout, an Argo-Rollouts-like and a Flagger-like decider on the same simulated set."""
     kinds = list(EVENTS)
     parts: dict[str, list[dict[str, Any]]] = {"backout": [], "argo_like": [], "flagger_like": []}
@@ -208,9 +210,9 @@ def main(seeds: int, hours: float, config_path: str | None, w2_seeds: int, as_js
     b, a = result["backout"]["delay_clear_s"]["median"], result["argo_like"]["delay_clear_s"]["median"]
     result["speedup_vs_argo_median_clear"] = round(a / b, 2) if a and b else None
     if w2_seeds:
-        result["world2"] = {"sim": world2_part("sim", w2_seeds, config_path),
-                            "slow": world2_part("slow", max(1, w2_seeds // 3), config_path),
-                            "testbed": world2_part("testbed", 2 * w2_seeds, config_path)}
+        result["world2"] = {"sim": world2_part("sim", w2_seeds, config_path, w2_first),
+                            "slow": world2_part("slow", max(1, w2_seeds // 3), config_path, w2_first),
+                            "testbed": world2_part("testbed", 2 * w2_seeds, config_path, w2_first)}
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return
