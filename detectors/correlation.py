@@ -20,7 +20,7 @@ The questions an on-call engineer asks, in order:
    ``follow_ratio`` times as large (a callee's extra errors and latency reach
    its callers diluted). A shift on another metric, or much larger, is this
    service's own: two bad deploys a few seconds apart are both blamed.
-   Onsets within ``onset_slack_s`` (or one sampling interval, if longer) of
+   Onsets within ``onset_slack_s`` (or two sampling intervals, if longer) of
    each other are the same moment: then
    this one is the follower if the other's deploy is already blamed, and the
    blame is ambiguous otherwise.
@@ -121,9 +121,10 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     own_first = _first_onset(shift.service, change, shifts, policy, default=None) or shift.onset_ts
     for other in sorted({s.service for s in shifts} - {shift.service}):
         other_view = views(other)
-        # onset estimates are quantised to the sampling interval: closer than one is the same moment
+        # onset estimates are quantised to the sampling interval, each within a sample or so:
+        # two of them closer than two intervals are the same moment
         quantum = max([_step_s(shift)] + [_step_s(s) for s in shifts if s.service == other])
-        slack = max(policy.onset_slack_s, quantum)
+        slack = max(policy.onset_slack_s, 2.0 * quantum)
         for other_change in reversed(other_view.changes):
             first = _first_onset(other, other_change, shifts, policy, default=None)
             if first is None or abs(first - own_first) > max(policy.follow_s, 2.0 * slack):
@@ -155,10 +156,8 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
                 verdict.traffic = max(verdict.traffic or 0.0, s.current / s.baseline)
     # services that shifted no later than this one, for no deploy of theirs: something else may be going on
     # (those that shifted later are more likely its callers)
-    # (one that moved at the same moment, by no more than this one, may be its caller: no doubt cast)
     before = sorted({s.service for s in shifts if s.metric == shift.metric and s.service != shift.service
                      and shift.onset_ts - cfg.within_s <= s.onset_ts <= shift.onset_ts
-                     and not (s.onset_ts >= shift.onset_ts - policy.onset_slack_s and _could_follow(s, shift, policy))
                      and not any(blameable(c, s.onset_ts, policy) for c in views(s.service).changes)})
     if before:
         verdict.ambiguity.append(wording.shifted_before(before))
