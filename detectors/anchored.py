@@ -89,6 +89,7 @@ samples against ``ln(1/alpha) / KL``.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -494,7 +495,7 @@ class RecentWindow:
         self._reset()
 
     def _reset(self) -> None:
-        self._buf: list[tuple[float, float | None, float]] = []  # (value, count, ts), oldest first
+        self._buf: deque[tuple[float, float | None, float]] = deque(maxlen=self.size)  # (value, count, ts)
         self._n = 0
         # rates: EW events, trials, mean count, rho; gauges: EW mean, var, lag-1 cov, previous y
         self._ew = [0.0, 0.0, 0.0, 0.0]
@@ -505,9 +506,7 @@ class RecentWindow:
     def add(self, value: float, count: float | None, ts: float) -> None:
         buf = self._buf
         prev = buf[-1] if buf else None
-        buf.append((value, count, ts))
-        if len(buf) > self.size:
-            del buf[0]
+        buf.append((value, count, ts))  # the oldest falls out
         self._n += 1
         a = max(self._alpha, 1.0 / self._n)
         ew = self._ew
@@ -566,7 +565,8 @@ class RecentWindow:
         buf = self._buf
         if len(buf) < 2:
             return 0.0
-        steps = sorted(b[2] - a[2] for a, b in zip(buf, buf[1:], strict=False))
+        ts = [s[2] for s in buf]
+        steps = sorted(b - a for a, b in zip(ts, ts[1:], strict=False))
         return steps[len(steps) // 2]
 
     def after(self, deploy_ts: float) -> list[tuple[float, float | None, float]]:
@@ -591,6 +591,6 @@ class RecentWindow:
         win._ew = [float(v) for v in state[1]]
         ref, values, counts, dts = float(state[2]), state[3], state[4], state[5]
         counts = counts if counts is not None else [None] * len(values)
-        win._buf = [(float(v), None if c is None else float(c), float(dt) + ref)
-                    for v, c, dt in zip(values, counts, dts, strict=True)][-size:]
+        win._buf.extend((float(v), None if c is None else float(c), float(dt) + ref)
+                        for v, c, dt in zip(values, counts, dts, strict=True))
         return win
