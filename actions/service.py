@@ -76,10 +76,12 @@ class ExecutorService:
         self.registry = registry
         self.gate_settings = settings.gate()
         self.table = app.Table("gate", default=None, partitions=settings.partitions, key_type=bytes,
-                               key_serializer="raw", value_serializer="json", use_partitioner=True)
+                               use_partitioner=True)
         # use_partitioner: the changelog record of a service goes where murmur2 puts its key, the partition
         # number of its records on every input topic, so the timer and the background tasks can step a gate
-        # outside the agent's iteration; every input record is checked to be keyed by its service
+        # outside the agent's iteration (every input record is checked to be keyed by its service). Faust's
+        # RocksDB store cannot be written outside an agent's iteration, so the table is in memory, read
+        # back from its compacted changelog at every start: a few hundred bytes per service.
         self.outputs = {name: self._raw_topic(name)
                         for name in (topics.VERIFICATIONS, topics.ALERTS, topics.DEADLETTER)}
         self.inputs = app.topic(*EXPECT, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -121,7 +123,10 @@ class ExecutorService:
         if service is None:
             raise ContractError(f"a {record.type} record without a service and without a key: it cannot reach "
                                 "the gate of its service")
-        names.check("service", service)
+        try:
+            names.check("service", service)
+        except ContractError as exc:
+            raise ContractError(f"a {record.type} record: field 'service': {exc}; nothing was run") from None
         if keyed != service:
             raise ContractError(f"a {record.type} record of service {service!r} keyed by {keyed!r}: records must be "
                                 "keyed by their service, so that the replica owning the service reads them")
@@ -334,7 +339,7 @@ def create_app(settings: ExecutorSettings, kafka: KafkaSettings, config: Backout
                registry: Registry) -> faust.App:
     """Build the Faust app: the gate table, the agent, the timer, the signals and the web pages."""
     app = faust.App(
-        settings.group, **kafka.faust(), store=settings.store, datadir=settings.data_dir,
+        settings.group, **kafka.faust(), store="memory://", datadir=settings.data_dir,
         topic_partitions=settings.partitions, web_port=settings.web_port, web_host=settings.web_host,
         web_in_thread=False, consumer_auto_offset_reset="earliest", broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0, producer_linger=0.0, table_cleanup_interval=3600.0,
@@ -370,8 +375,7 @@ def create_app(settings: ExecutorSettings, kafka: KafkaSettings, config: Backout
               help="The worker's YAML, for the metric specs of the recovery test (default: $BACKOUT_CONFIG).")
 @click.option("--partitions", type=click.IntRange(1, 1024),
               help="Partitions of the actions, approvals, deploys and verifications topics ($BACKOUT_PARTITIONS, 8).")
-@click.option("--store", help="Gate table store: rocksdb:// (default) or memory:// ($BACKOUT_STORE).")
-@click.option("--data-dir", help="Where the RocksDB table lives ($BACKOUT_EXECUTOR_DATA_DIR, .backout/executor).")
+@click.option("--data-dir", help="Faust's data directory ($BACKOUT_EXECUTOR_DATA_DIR, .backout/executor).")
 @click.option("--web-port", type=click.IntRange(1, 65535),
               help="Port of the approve/deny pages, /metrics and /health ($BACKOUT_EXECUTOR_WEB_PORT, 6067).")
 @click.option("--web-host", help="Address the web port binds ($BACKOUT_EXECUTOR_WEB_HOST, 127.0.0.1).")
@@ -381,11 +385,11 @@ def create_app(settings: ExecutorSettings, kafka: KafkaSettings, config: Backout
               help="Log what each rollback would do and touch no target; publish nothing ($BACKOUT_DRY_RUN).")
 @click.option("--loglevel", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), help="Log level.")
-def executor(config_path: str | None, partitions: int | None, store: str | None, data_dir: str | None,
+def executor(config_path: str | None, partitions: int | None, data_dir: str | None,
              web_port: int | None, web_host: str | None, app_id: str | None, targets: str | None,
              dry_run: bool | None, loglevel: str) -> None:
     """Run the rollback executor on KAFKA_BOOTSTRAP_SERVERS until interrupted."""
-    given: dict[str, Any] = dict(partitions=partitions, store=store, data_dir=data_dir, web_port=web_port, web_host=web_host,
+    given: dict[str, Any] = dict(partitions=partitions, data_dir=data_dir, web_port=web_port, web_host=web_host,
                  app_id=app_id, targets=targets, dry_run=dry_run, config=config_path)
     try:
         settings = ExecutorSettings(**{k: v for k, v in given.items() if v is not None})

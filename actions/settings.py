@@ -1,6 +1,6 @@
 """The settings of ``backout executor``, from ``BACKOUT_*`` environment variables (options override).
 
-Variables the worker reads too (``BACKOUT_PARTITIONS``, ``BACKOUT_STORE``, ``BACKOUT_CONFIG``) mean
+Variables the worker reads too (``BACKOUT_PARTITIONS``, ``BACKOUT_CONFIG``) mean
 the same thing for both and are meant to be shared. The executor's own consumer group, web port and
 data directory have variables of their own (``BACKOUT_EXECUTOR_*``): a worker and an executor
 started from one environment must not join one consumer group or bind one port.
@@ -34,12 +34,9 @@ class ExecutorSettings(BaseSettings):
     """``BACKOUT_PARTITIONS``: partitions of ``backout.actions``, ``.approvals``, ``.deploys`` and
     ``.verifications`` (they must all have this many: a service is on one partition number in each)."""
 
-    store: str = Field(default="rocksdb://", pattern=r"^(rocksdb|memory)://")
-    """``BACKOUT_STORE``: where the gate table lives locally, ``rocksdb://`` (a restart reads only
-    the changelog's tail) or ``memory://`` (the whole changelog is read at every start)."""
-
     data_dir: str = Field(default=".backout/executor", validation_alias="BACKOUT_EXECUTOR_DATA_DIR")
-    """``BACKOUT_EXECUTOR_DATA_DIR``: the RocksDB directory of the gate table."""
+    """``BACKOUT_EXECUTOR_DATA_DIR``: Faust's data directory. The gate table itself is kept in memory
+    and read back from its compacted changelog topic at start (a few hundred bytes per service)."""
 
     web_port: int = Field(default=6067, ge=1, le=65535, validation_alias="BACKOUT_EXECUTOR_WEB_PORT")
     """``BACKOUT_EXECUTOR_WEB_PORT``: the port of the approve/deny pages, ``/metrics`` and ``/health``."""
