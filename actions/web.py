@@ -17,6 +17,7 @@ import hmac
 import html
 import json
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import faust
@@ -117,7 +118,8 @@ def register(app: faust.App, kafka: KafkaSettings, token: Callable[[], str | Non
                 return self.error(400, f"invalid body: {exc}")
             try:
                 record, partition = await asyncio.to_thread(
-                    answer, kafka, IncidentTopics(), incident_id, VERBS[verb], by, approval_timeout_s)
+                    partial(answer, kafka, IncidentTopics(), incident_id, VERBS[verb], by, via="web",
+                            approval_timeout_s=approval_timeout_s))
             except UnknownIncident as exc:
                 return self.error(404, str(exc))
             except AnswerRefused as exc:
@@ -125,7 +127,7 @@ def register(app: faust.App, kafka: KafkaSettings, token: Callable[[], str | Non
             except BackoutError as exc:
                 return self.error(503, str(exc))
             done = "Approved" if record.approved else "Denied"
-            return self.json({"message": f"{done} {incident_id} ({record.service}) as {by}.",
+            return self.json({"message": f"{done} {incident_id} ({record.service}) as {record.by}.",
                               "approval": record.model_dump(mode="json"), "partition": partition})
 
     @app.page("/metrics")
