@@ -367,6 +367,10 @@ def create_app(settings: ExecutorSettings, kafka: KafkaSettings, config: Backout
     token = settings.api_token
     web.register(app, kafka, lambda: token.get_secret_value() if token is not None else None,
                  settings.approval_timeout_s, service.telemetry.exposition, service.health)
+    from backout.web import from_topics, mount  # the page on-call engineers answer from, under /ui
+
+    source, send = from_topics(kafka, approval_timeout_s=settings.approval_timeout_s)
+    mount(app, source, send, token=token.get_secret_value() if token is not None else None, prefix="/ui")
     return app
 
 

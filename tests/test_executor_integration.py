@@ -224,6 +224,8 @@ def test_web_approval_needs_the_token(stack: Stack) -> None:
                for _, r in records(stack.kafka, topics.APPROVALS))
     wait_until("executed", lambda: "executed" in statuses(stack.kafka, "inc-webbed"))
     assert stack.post("inc-webbed", "approve", TOKEN)[0] == 409  # answered already
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.executor.web_port}/ui/incidents/inc-webbed") as page:
+        assert page.status == 200 and b"webbed" in page.read()  # the web page, served by the executor
 
 
 # -- each its own broker: timing, faults -------------------------------------------------------------
