@@ -4,8 +4,9 @@ VENV      := .venv
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
 # Debian packages the tests start for real: nginx (the blue/green switch, tests/test_bluegreen.py),
-# prometheus (the bridge and remote write, tests/test_feeds_integration.py).
-DEBIAN_PACKAGES := nginx prometheus
+# prometheus (the bridge and remote write, tests/test_feeds_integration.py), chromium (the web page
+# in a real browser, tests/test_web.py).
+DEBIAN_PACKAGES := nginx prometheus chromium
 
 .PHONY: demo test bench lint system-deps clean
 
@@ -39,6 +40,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/bluegreen.py --json
 	$(BIN)/python bench/feeds.py --json
 	$(BIN)/python bench/recovery.py --json
+	$(BIN)/python bench/executor.py --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "broker": ("streams.broker:broker", "Run the embedded Kafka-protocol broker (tansu) in the foreground."),
     "topics": ("streams.admin:topics", "Provision Backout's topics on the broker, idempotently."),
     "worker": ("streams.worker:worker", "Run the stream processor: metrics and deploys in, anomalies and decisions out."),
-    "executor": (None, "Run the rollback executor: approval gate, targets, verification."),
+    "executor": ("actions.service:executor", "Run the rollback executor: approval gate, targets, verification."),
     "backtest": ("streams.backtest:backtest", "Replay a JSON Lines file through the core and print its decisions."),
     "simulate": ("streams.simulate:simulate", "Write realistic labelled scenarios as JSON Lines."),
     "demo": ("streams.demo:demo", "Catch a bad deploy end to end on an embedded broker."),
@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "incident": ("streams.incidents:incident", "Replay the topics into incident timelines and reports."),
     "notify": ("actions.notify:notify", "Post every alert to Slack and/or a JSON webhook, with approve/deny links."),
     "mcp": ("backout.mcp_server:mcp", "Serve incidents, decisions and backtests to AI assistants (MCP)."),
+    "web": ("backout.web:serve", "Serve the web page: open incidents, their evidence, approve/deny, recent steps."),
 }
 
 

@@ -248,6 +248,8 @@ class Anomaly(Record):
     kind: MetricKind | None = Field(default=None, description="the metric's kind, as its spec says")
     samples: Count = Field(default=0, ge=0, description="length of the excursion in samples (0: unknown)")
     worsened: Flag = Field(default=False, description="a re-report: the shift got markedly worse")
+    deploy_id: Id | None = Field(default=None, description="the deploy whose anchored test found it "
+                                  "(detectors.anchored); None: the unconditional monitor's")
 
 
 class Decision(Record):

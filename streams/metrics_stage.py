@@ -10,7 +10,10 @@ sample far from its partition's event time (or, before the partition has
 one, from its own Kafka timestamp) is refused by the clock before its monitor
 sees it. A sample whose Kafka key is not its service is refused too: read on
 another service's partition, its stream's state would be split between
-workers.
+workers. Before each sample, the monitor is offered its service's deploys
+stamped at or before it (:mod:`streams.deploy_log`), as ``backout backtest``
+hands them to it (:class:`~detectors.engine.Engine`), so that it opens its
+deploy-anchored tests.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from backout.contracts import Metric, decode
+from backout.contracts import Anomaly, Metric, decode
 from backout.errors import ContractError
 from backout.settings import KafkaSettings
 from detectors.config import BackoutConfig
 from detectors.monitor import MetricMonitor
 from detectors.watermark import PartitionClock
 from streams import topics
+from streams.deploy_log import DeployLog
 from streams.runtime.keyed import Clients, KeyedConsumer, Output, Settings, Source, Telemetry
 from streams.runtime.store import StateStore
 
@@ -43,10 +47,12 @@ class Received:
 class MetricsStage:
     """Reads a metric sample, steps its monitor, keeps each partition's event-time clock."""
 
-    def __init__(self, config: BackoutConfig, partitions: int, telemetry: Any) -> None:
+    def __init__(self, config: BackoutConfig, partitions: int, telemetry: Any,
+                 deploys: DeployLog | None = None) -> None:
         self.config = config
         self.partitions = partitions
         self.telemetry = telemetry
+        self.deploys = deploys or DeployLog(None)
         self._clocks: dict[int, PartitionClock] = {}
 
     def read(self, value: bytes | None, source: Source) -> tuple[bytes, Received]:
@@ -63,15 +69,30 @@ class MetricsStage:
         # the Kafka timestamp stands for the partition's event time until it has one (a new stream: no state)
         self._clocks[received.partition].admit(sample.ts, sample.service, sample.metric, new_stream=monitor is None,
                                                reference_ts=received.broker_ts)
+        found: list[Anomaly] = []
         if monitor is None:
             monitor = MetricMonitor(sample.service, sample.metric, self.config.require_spec(sample.metric))
+        else:  # a new stream has no history to judge a deploy against: the backtest offers it none either
+            found += self._anchor(monitor, sample)
         anomaly = monitor.update(sample)  # DuplicateSample / OutOfOrderSample: refused, state untouched
         if monitor.warmed_up:
             self._clocks[received.partition].establish(sample.service)
-        if anomaly is None:
-            return monitor, []
-        self.telemetry.anomaly(anomaly)
-        return monitor, [(topics.ANOMALIES, anomaly), (topics.DECIDER, anomaly)]
+        if anomaly is not None:
+            found.append(anomaly)
+        for a in found:
+            self.telemetry.anomaly(a)
+        return monitor, [(topic, a) for a in found for topic in (topics.ANOMALIES, topics.DECIDER)]
+
+    def _anchor(self, monitor: MetricMonitor, sample: Metric) -> list[Anomaly]:
+        """Open the anchored tests of the deploys of the sample's service that came before it
+        (within the correlation window: an older one could not be blamed any more)."""
+        found = []
+        for mark in self.deploys.of(sample.service):
+            if mark.ts <= sample.ts <= mark.ts + self.config.policy.window_s:
+                anomaly = monitor.anchor(mark.deploy_id, mark.ts, mark.finished_ts)
+                if anomaly is not None:
+                    found.append(anomaly)
+        return found
 
     def dump(self, monitor: MetricMonitor) -> bytes:
         return json.dumps(monitor.to_state(), separators=(",", ":")).encode()
@@ -88,7 +109,11 @@ class MetricsStage:
         fallback = max((c.max_ts for c in self._clocks.values()), default=0.0) or time.time()
         return [(topics.DECIDER, self._clocks[partition].idle(default_ts=fallback))]
 
+    def before(self) -> None:
+        self.deploys.drain()
+
     def assigned(self, partitions: list[int]) -> None:
+        self.deploys.start()  # every deploy known before the first sample
         for partition in partitions:
             self._clocks[partition] = PartitionClock(partition, self.config.watermark_interval_s, self.partitions,
                                                      self.config.max_future_skew_s, self.config.max_lateness_s)
@@ -112,5 +137,5 @@ def metrics_consumer(app_id: str, partitions: int, kafka: KafkaSettings, config:
     settings = Settings(topic=topics.METRICS, group=f"{app_id}-monitor", changelog=f"{app_id}-monitors-changelog",
                         partitions=partitions, checkpoint_s=checkpoint_s, idle_after_s=idle_after_s,
                         state_ttl_s=state_ttl_s, max_keys=max_keys)
-    return KeyedConsumer(MetricsStage(config, partitions, telemetry), settings, clients or Clients(kafka), telemetry,
-                         store)
+    stage = MetricsStage(config, partitions, telemetry, DeployLog(kafka))
+    return KeyedConsumer(stage, settings, clients or Clients(kafka), telemetry, store)

@@ -51,6 +51,9 @@ class Counting:
     def idle(self, partition):
         return [("marks", Alert(ts=1.0, severity="info", text=f"partition {partition} idle"))]
 
+    def before(self):
+        pass
+
     def assigned(self, partitions):
         pass
 

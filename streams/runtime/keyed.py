@@ -107,6 +107,10 @@ class Stage(Protocol):
         """Outputs owed when a caught-up partition has gone quiet."""
         ...
 
+    def before(self) -> None:
+        """Before each batch: take what other inputs have brought meanwhile (the metrics stage's deploys)."""
+        ...
+
     def assigned(self, partitions: list[int]) -> None: ...
 
     def revoked(self, partitions: list[int]) -> None: ...
@@ -268,6 +272,7 @@ class KeyedConsumer:
 
     def take(self, batch: list[Message], now: float) -> None:
         """Step every record of ``batch`` (consumed at monotonic time ``now``) on its key's state."""
+        self.stage.before()
         counts: dict[int, int] = {}
         for msg in batch:
             error = msg.error()
