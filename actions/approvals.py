@@ -10,7 +10,7 @@ partition instead of letting a partitioner hash the key holds whichever client p
 decisions (Faust's aiokafka hashes keys with murmur2, librdkafka with CRC32 by default); it needs
 both topics to have as many partitions, which ``backout topics create`` gives them, and is checked.
 
-Before sending, the topics are folded into incidents (:mod:`detectors.incident`) and an answer
+Before sending, the topics are folded into incidents (:mod:`detectors.incident_view`) and an answer
 the gate would ignore is refused with the gate's own reason: the incident was answered already
 (the first answer counts), its rollback already ran, it was escalated, or its question timed out.
 """
@@ -29,7 +29,7 @@ from backout.contracts import Alert, Approval, Decision, Record, Verification, d
 from backout.errors import AnswerRefused, BrokerError, ConfigError, ContractError, UnknownIncident
 from backout.settings import KafkaSettings
 from detectors import wording
-from detectors.incident import Incident, fold, refusal
+from detectors.incident_view import Incident, fold, refusal
 from streams import topics
 
 APPROVAL_TIMEOUT_S = 900.0  # the gate's default (actions.gate.GateSettings)

@@ -28,21 +28,24 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "deploy-event": ("streams.ingest:deploy_event", "Publish one deployment event to the deploys topic."),
     "ingest": ("streams.feeds.cli:ingest", "Feed records in: a JSON Lines file, the HTTP receiver (OTLP, remote write, webhooks) or Prometheus."),
     "watch": ("streams.feeds.kubernetes:watch", "Watch a platform (kubernetes) and publish its rollouts as deploys."),
-    "incident": ("actions.approvals:incident", "List open and recent incidents, or show one's timeline."),
+    "incident": ("streams.incidents:incident", "Replay the topics into incident timelines and reports."),
     "notify": ("actions.notify:notify", "Post every alert to Slack and/or a JSON webhook, with approve/deny links."),
+    "mcp": ("backout.mcp_server:mcp", "Serve incidents, decisions and backtests to AI assistants (MCP)."),
 }
 
 
 class LazyGroup(click.Group):
-    """A group whose commands are imported on first use."""
+    """A group whose commands (its ``table``, like :data:`COMMANDS`) are imported on first use."""
+
+    table = COMMANDS
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        return list(self.table)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in COMMANDS:
+        if cmd_name not in self.table:
             return None
-        target, help_text = COMMANDS[cmd_name]
+        target, help_text = self.table[cmd_name]
         if target is None:
             return _not_built(cmd_name, help_text)
         module_name, attr = target.split(":")
@@ -53,7 +56,7 @@ class LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List commands from the table, without importing them."""
         with formatter.section("Commands"):
-            formatter.write_dl([(name, help_text) for name, (_, help_text) in COMMANDS.items()])
+            formatter.write_dl([(name, help_text) for name, (_, help_text) in self.table.items()])
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -313,3 +313,165 @@ def answer_refused(approved: bool, by: str, incident: str, why: str) -> str:
 def unknown_incident(incident: str, topic: str) -> str:
     return (f"no decision on {topic} carries incident {incident!r}: "
             "`backout incident list` shows the open ones")
+
+# -- the post-incident timeline (detectors/incident.py) ------------------------------------
+
+ACTIONS = {"rollback": "Decided to roll back", "request_approval": "Asked for approval to roll back",
+           "escalate": "Escalated to a human"}
+
+
+def relative(seconds: float) -> str:
+    """A signed offset, exact for the tables: '+95 s', '-12 s', '+4 min 10 s'."""
+    sign, s = ("-" if seconds < 0 else "+"), abs(round(seconds))
+    return f"{sign}{s} s" if s < 120 else f"{sign}{s // 60} min {s % 60} s" if s % 60 else f"{sign}{s // 60} min"
+
+
+def target_name(kind: str, fields: dict[str, object]) -> str:
+    """'kubernetes shop/checkout', 'webhook https://deploy.example/hook', 'bluegreen (upstream=shop)'."""
+    if "name" in fields:
+        where = f"{fields['namespace']}/{fields['name']}" if "namespace" in fields else str(fields["name"])
+        return f"{kind} {where}"
+    if "url" in fields:
+        return f"{kind} {fields['url']}"
+    rest = ", ".join(f"{k}={v}" for k, v in sorted(fields.items()))
+    return f"{kind} ({rest})" if rest else kind
+
+
+def deployed(version: str, service: str, previous: str | None, target: str | None) -> str:
+    """'v2.15.1 deployed to checkout, replacing v2.15.0 (kubernetes shop/checkout).'"""
+    text = f"{version} deployed to {service}"
+    text += f", replacing {previous}" if previous else ""
+    return text + (f" ({target})." if target else ".")
+
+
+def later_deploy(version: str, previous: str | None, status: str, back_to_good: bool) -> str:
+    """A later deploy of the same service, as its deploy system reported it.
+
+    'v2.15.0 runs again (rolled back).' / 'v2.16.0 deployed, replacing v2.15.1 (started).'
+    """
+    if back_to_good:
+        return f"{version} runs again ({status.replace('_', ' ')})."
+    replacing = f", replacing {previous}" if previous else ""
+    return f"{version} deployed{replacing} ({status.replace('_', ' ')})."
+
+
+def began(metric: str, direction: str, lag_s: float, detector: str, confirmed_after_s: float) -> str:
+    """'Error rate began to rise 40 seconds after the deploy; cusum confirmed it 50 seconds later.'"""
+    verb = "rise" if direction == "up" else "fall"
+    when = (f"{duration(lag_s)} after the deploy" if lag_s >= 0
+            else f"{duration(-lag_s)} before the deploy's record (an onset is an estimate)")
+    return (f"{label(metric)} began to {verb} {when}; {detector} confirmed the shift "
+            f"{duration(confirmed_after_s)} later.")
+
+
+def worst(metric: str, baseline: float, peak: float, direction: str, peak_after_s: float) -> str:
+    """'Error rate went from 0.5% to 5.2% at worst (10x), 3 minutes after the onset.'"""
+    text = (f"{label(metric)} {'fell' if direction == 'down' else 'went'} from {value(metric, baseline)} "
+            f"to {value(metric, peak)} at worst")
+    if direction == "up" and baseline > 0 and peak > baseline:
+        text += f" ({times(peak / baseline)})"
+    elif direction == "down" and baseline > 0 and peak < baseline:
+        text += f" ({100 * (1 - peak / baseline):.0f}% lower)"
+    return text + f", {duration(peak_after_s)} after the onset."
+
+
+def decided(action: str, confidence: float, reason: str, upgrade: bool) -> str:
+    """The decision as a step: what was done, how sure, and the decider's own sentence."""
+    what = "Upgraded the question to a rollback" if upgrade else ACTIONS.get(action, action)
+    return f"{what} (confidence {100 * confidence:.0f}%): {reason}"
+
+
+def answered(approved: bool, by: str, wait_s: float | None) -> str:
+    """'Approved by alice 90 seconds after the question.'"""
+    text = f"{'Approved' if approved else 'Denied'} by {by}"
+    return text + (f" {duration(wait_s)} after the question." if wait_s is not None else ".")
+
+
+def superseded(asked_s: float) -> str:
+    return (f"The question asked {duration(asked_s)} earlier was superseded by the rollback: "
+            "no answer was needed.")
+
+
+def unanswered(timeout_s: float) -> str:
+    return (f"No answer within {duration(timeout_s)}: the question timed out and went to a human; "
+            "nothing was rolled back.")
+
+
+def timeline_executing(service: str, from_version: str | None, to_version: str | None, target: str | None) -> str:
+    """'Rolling back checkout from v2.15.1 to v2.15.0 on kubernetes shop/checkout.'"""
+    text = f"Rolling back {service}"
+    text += f" from {from_version}" if from_version else ""
+    text += f" to {to_version}" if to_version else ""
+    return text + (f" on {target}." if target else ".")
+
+
+def timeline_executed(to_version: str | None, took_s: float | None, detail: str) -> str:
+    """'Rollback done: v2.15.0 runs again, 25 seconds after it started.'"""
+    text = f"Rollback done: {to_version} runs again" if to_version else "Rollback done"
+    text += f", {duration(took_s)} after it started." if took_s is not None else "."
+    return text + (f" {detail}" if detail else "")
+
+
+def timeline_rollback_failed(detail: str) -> str:
+    return f"Rollback failed: {detail or 'no detail given'}. A human must act."
+
+
+def timeline_recovered(metric: str, before: float, after: float, after_rollback_s: float | None) -> str:
+    """'Error rate came back from 5% to 0.5%, 2 minutes after the rollback.'"""
+    text = f"{label(metric)} came back from {value(metric, before)} to {value(metric, after)}"
+    return text + (f", {duration(after_rollback_s)} after the rollback." if after_rollback_s is not None else ".")
+
+
+def still_bad(metric: str, before: float, after: float, baseline: float | None) -> str:
+    """'Error rate is still 4.8% (5% before the rollback, 0.5% before the deploy).'"""
+    text = f"{label(metric)} is still {value(metric, after)} ({value(metric, before)} before the rollback"
+    return text + (f", {value(metric, baseline)} before the deploy)." if baseline is not None else ").")
+
+
+def timeline_not_recovered(within_s: float | None) -> str:
+    when = f" {duration(within_s)} after the rollback" if within_s is not None else ""
+    return (f"Not recovered{when}: a human must look. Backout will not roll back again on its own.")
+
+
+def headline(service: str, version: str | None, what: str | None, status: str, to_version: str | None,
+             by: str | None, rollback_s: float | None, verified_s: float | None,
+             timeout_s: float) -> str:
+    """One sentence for the top of the report: what broke, and where the incident stands."""
+    head = f"{version} broke {service}" if version else f"{service} degraded"
+    head += f" ({what})" if what else ""
+    to = f" to {to_version}" if to_version else ""
+    after = f" {duration(rollback_s)} after the deploy" if rollback_s is not None else ""
+    tail = {
+        "verified": (f"rolled back{to}{after} and recovered "
+                     f"{duration(verified_s)} after the deploy" if verified_s is not None
+                     else f"rolled back{to}{after} and recovered"),
+        "not_recovered": f"rolled back{to}{after}, but the service has not recovered: a human must look",
+        "failed": f"the rollback{to} failed: a human must act",
+        "executed": f"rolled back{to}{after}; recovery not verified yet",
+        "executing": f"rolling back{to}",
+        "decided": f"rollback{to} decided, not executed yet",
+        "approved": f"rollback{to} approved by {by}, not executed yet",
+        "awaiting_approval": f"waiting for approval to roll back{to}",
+        "denied": f"the rollback{to} was denied by {by}",
+        "timed_out": f"nobody answered within {duration(timeout_s)}: escalated to a human",
+        "escalated": "escalated to a human",
+    }.get(status, status.replace("_", " "))
+    return f"{head}; {tail}."
+
+
+NO_INCIDENT = "No incident in the records read."
+NOT_ASKED = "Not asked: the decision did not wait for an approval."
+NO_ANSWER_YET = "No answer yet."
+DEPLOY_FROM_EVIDENCE = ("The deploy record was not among the records read; its details come from the "
+                        "decision's evidence.")
+
+
+def day(ts: float) -> str:
+    """'2023-11-14' (UTC)."""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d")
+
+
+def span(from_ts: float, to_ts: float) -> str:
+    """'Event times in UTC, from 2023-11-14 22:13:20 UTC; records read up to 2023-11-14 22:20:00 UTC.'"""
+    return (f"Event times in UTC, from {day(from_ts)} {clock(from_ts)}; records read up to "
+            f"{day(to_ts)} {clock(to_ts)}.")

@@ -1,4 +1,4 @@
-"""Topic provisioning on whatever broker ``KAFKA_BOOTSTRAP_SERVERS`` names; ``backout topics create``."""
+"""Topic provisioning on whatever broker ``KAFKA_BOOTSTRAP_SERVERS`` names; ``backout topics`` (create here; dump and replay in streams/dump.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import click
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from backout.cli import LazyGroup
 from backout.errors import BrokerError
 from backout.settings import KafkaSettings
 from streams.topics import PARTITIONS, RETENTION_HOURS, TopicSpec, specs
@@ -44,12 +45,24 @@ def create_topics(settings: KafkaSettings, topics: list[TopicSpec], timeout_s: f
     return report
 
 
-@click.group()
+# the subcommands of 'backout topics', imported when they run
+TOPICS_COMMANDS: dict[str, tuple[str | None, str]] = {
+    "create": ("streams.admin:topics_create", "Create every topic Backout uses; existing ones are left alone."),
+    "dump": ("streams.dump:dump", "Write the topics to JSON Lines on stdout, in event-time order."),
+    "replay": ("streams.dump:replay", "Publish a JSON Lines dump back to its topics."),
+}
+
+
+class TopicsGroup(LazyGroup):
+    table = TOPICS_COMMANDS
+
+
+@click.group(cls=TopicsGroup)
 def topics() -> None:
     """Manage Backout's topics on the broker at KAFKA_BOOTSTRAP_SERVERS."""
 
 
-@topics.command("create")
+@click.command("create")
 @click.option("--partitions", default=PARTITIONS, show_default=True, type=click.IntRange(1, 1024),
               help="Partitions per public topic (the internal decider topic always has one).")
 @click.option("--retention-hours", default=RETENTION_HOURS, show_default=True, type=click.FloatRange(min=0.01),

@@ -21,6 +21,20 @@ RETENTION_HOURS = 168.0  # how long the broker keeps records, by default
 # Internal: anomalies, deploys and watermarks in one ordered stream for the decider.
 DECIDER = "backout.internal.decider"
 
+# The public topic of each record type (a JSON Lines file without a topic per line goes by these).
+OF_TYPE = {"metric": METRICS, "deploy": DEPLOYS, "anomaly": ANOMALIES, "decision": ACTIONS,
+           "approval": APPROVALS, "verification": VERIFICATIONS, "alert": ALERTS, "deadletter": DEADLETTER}
+
+
+def key_of(record: dict[str, object]) -> bytes | None:
+    """The partition key of a record: its service (per-service order for the worker), else its
+    incident (per-incident order for the gate and the executor), else none."""
+    for field in ("service", "incident_id"):
+        value = record.get(field)
+        if isinstance(value, str) and value:
+            return value.encode()
+    return None
+
 
 @dataclass(frozen=True)
 class TopicSpec:
