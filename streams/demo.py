@@ -16,6 +16,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +29,8 @@ from types import FrameType
 import click
 import yaml
 from rich.console import Console
+from rich.markdown import Markdown
+from rich.markup import escape
 from rich.prompt import Confirm
 
 from actions.approvals import IncidentTopics, answer
@@ -56,34 +59,23 @@ SUCCESS = {"verified", "no_action", "denied"}
               help="The exporter's interval: one sample of each metric this often.")
 @click.option("--observe-s", default=60.0, show_default=True, type=click.FloatRange(1),
               help="With --good: how long to watch the healthy deploy before ending with no_action.")
+@click.option("--plot", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Also draw the incident's metrics to this PNG (backout incident report --plot).")
 @click.option("--timeout-s", default=240.0, show_default=True, type=click.FloatRange(1),
               help="Give up this long after the deploy (status timeout).")
 def demo(mode: str, yes: bool, good: bool, as_json: bool, config_path: Path | None, rate_per_s: float,
-         interval_s: float, observe_s: float, timeout_s: float) -> None:
+         interval_s: float, observe_s: float, plot: Path | None, timeout_s: float) -> None:
     """Deploy a bad version behind a real nginx and watch Backout roll it back and verify it."""
     if mode == "approval" and not yes and not sys.stdin.isatty():
         raise click.UsageError("--mode approval asks in the terminal: run it in one, or add --yes")
     console = Console(stderr=as_json, highlight=False)
     signal.signal(signal.SIGTERM, _interrupt)  # a kill stops the stack as Ctrl-C does
-    status, timeline = "error", Timeline(console)
+    timeline = Timeline(console)
+    tmp = Path(tempfile.mkdtemp(prefix="backout-demo-"))
+    status = "error"
     try:
-        with tempfile.TemporaryDirectory(prefix="backout-demo-") as tmp:
-            config = _config(Path(tmp), config_path, mode)
-            warmup_s = _warmup_s(config, interval_s)
-            console.print("[bold]Backout demo[/bold]: starting the broker, two versions of checkout, nginx, "
-                          "the worker and the executor …")
-            with DemoStack(Path(tmp), "v2.15.2" if good else "v2.15.1", rate_per_s, interval_s, config) as stack:
-                _introduce(console, stack, warmup_s)
-                stop = threading.Event()
-                watcher = threading.Thread(target=watch, args=(stack.kafka, timeline, stop), daemon=True)
-                watcher.start()
-                try:
-                    status = _run(stack, timeline, good, yes, warmup_s, observe_s, timeout_s)
-                    _report(console, stack, timeline)
-                finally:
-                    stop.set()
-                    watcher.join(timeout=5)
-                console.print("stopping everything the demo started …")
+        status = _play(tmp, timeline, mode, config_path, good, yes, rate_per_s, interval_s, observe_s,
+                       timeout_s, plot)
     except KeyboardInterrupt:
         status = "interrupted"
         console.print("[bold red]interrupted[/bold red]: everything the demo started is stopped")
@@ -91,11 +83,39 @@ def demo(mode: str, yes: bool, good: bool, as_json: bool, config_path: Path | No
         if as_json:
             sys.stdout.write(json.dumps({**result("error", timeline), "error": str(exc)}) + "\n")
         raise
+    finally:
+        if status in SUCCESS or status == "interrupted":
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            console.print(f"the logs of every part are kept in {tmp}")
     summary = result(status, timeline)
     console.print(_verdict(summary, good))
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
     sys.exit(0 if status in SUCCESS else 130 if status == "interrupted" else 1)
+
+
+def _play(tmp: Path, timeline: Timeline, mode: str, config_path: Path | None, good: bool, yes: bool,
+          rate_per_s: float, interval_s: float, observe_s: float, timeout_s: float, plot: Path | None) -> str:
+    """Start the stack in ``tmp``, play the story, print the report, stop the stack; the status."""
+    console = timeline.console
+    config = _config(tmp, config_path, mode)
+    warmup_s = _warmup_s(config, interval_s)
+    console.print("[bold]Backout demo[/bold]: starting the broker, two versions of checkout, nginx, "
+                  "the worker and the executor …")
+    with DemoStack(tmp, "v2.15.2" if good else "v2.15.1", rate_per_s, interval_s, config) as stack:
+        _introduce(console, stack, warmup_s)
+        stop = threading.Event()
+        watcher = threading.Thread(target=watch, args=(stack.kafka, timeline, stop), daemon=True)
+        watcher.start()
+        try:
+            status = _run(stack, timeline, good, yes, warmup_s, observe_s, timeout_s)
+            _report(console, stack, timeline, plot)
+        finally:
+            stop.set()
+            watcher.join(timeout=5)
+        console.print("stopping everything the demo started …")
+    return status
 
 
 def _run(stack: DemoStack, timeline: Timeline, good: bool, yes: bool, warmup_s: float, observe_s: float,
@@ -167,26 +187,36 @@ def _traffic(stack: DemoStack, timeline: Timeline, due_ts: float) -> float:
 
 
 def _first_errors(stack: DemoStack, timeline: Timeline, version: str, deploy_ts: float) -> None:
+    """The first 500 users got from the new version, next to the old version's usual rate."""
     if timeline.first("errors") is not None:
         return
     found = stack.load.traffic.first_error(version, deploy_ts)
     if found is not None:
         second, counts = found
+        before = stack.load.traffic.between(deploy_ts - 60, deploy_ts)
         timeline.mark("errors", {"second": second})
-        timeline.show("errors", f"users see 500s from {version}: {counts.error_versions[version]} of "
-                                f"{counts.requests} requests in that second", float(second))
+        timeline.show("errors", f"first 500s from {version}: {counts.error_versions[version]} of "
+                                f"{counts.requests} requests in that second ({GOOD_VERSION} failed "
+                                f"{before.error_rate:.1%} of requests in the minute before the deploy)",
+                      float(second))
 
 
-def _report(console: Console, stack: DemoStack, timeline: Timeline) -> None:
-    """The incident's story as Backout tells it (``backout incident show``)."""
+def _report(console: Console, stack: DemoStack, timeline: Timeline, plot: Path | None) -> None:
+    """The incident's story as Backout tells it afterwards: ``backout incident report``."""
     decision = timeline.first("decision")
     if decision is None:
         return
-    console.rule("incident report (backout incident show)")
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.broker.bootstrap, "COLUMNS": str(console.width)}
-    shown = subprocess.run([sys.executable, "-m", "backout.cli", "incident", "show", decision.record["incident_id"]],
-                           env=env, capture_output=True, text=True, timeout=60, check=False)
-    console.print(shown.stdout.rstrip() or shown.stderr.rstrip(), markup=False, highlight=False)
+    argv = [sys.executable, "-m", "backout.cli", "incident", "report", decision.record["incident_id"]]
+    argv += ["--plot", str(plot)] if plot is not None else []
+    console.rule(f"backout incident report {decision.record['incident_id']}")
+    done = subprocess.run(argv, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.broker.bootstrap},
+                          capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        console.print(f"[red]the incident report failed:[/red] {escape(done.stderr.strip())}")
+        return
+    console.print(Markdown(done.stdout))
+    if done.stderr.strip():
+        console.print(escape(done.stderr.strip()), style="dim")
     console.rule()
 
 

@@ -21,6 +21,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 
+from confluent_kafka import Producer
+
 from backout.contracts import Deploy, Target
 from backout.exporter import Reporter
 from backout.settings import KafkaSettings
@@ -30,8 +32,9 @@ from streams.broker import EmbeddedBroker
 from streams.demo_load import LoadGenerator
 from streams.demo_nginx import Nginx
 from streams.demo_service import ServiceProcess
-from streams.kafka import publish, sender
+from streams.kafka import publish
 from streams.processes import ExecutorProcess, WorkerProcess
+from streams.runtime.sender import Sender
 
 SERVICE = "checkout"
 GOOD_VERSION = "v2.15.0"
@@ -101,15 +104,16 @@ class DemoStack:
         self.nginx.switch("green", self.green_version, self.green.address)
         record = Deploy(ts=ts, service=SERVICE, deploy_id=deploy_id, version=self.green_version,
                         previous_version=GOOD_VERSION, status="finished", target=self.target())
-        out = sender(self.kafka)
+        producer = Producer(self.kafka.producer())
+        out = Sender(producer)
         publish(out, topics.DEPLOYS, [record])
         out.flush(30.0)
-        del out  # the producer goes now, not after the broker (it would log the broker's exit)
+        producer.close()  # now, not after the broker has gone (it would log the broker's exit)
         return record
 
 
 def start_executor(bootstrap: str, root: Path, nginx_env: dict[str, str], config: Path | None) -> ExecutorProcess:
     """``backout executor`` on the demo's broker, its ``bluegreen`` target being the demo's nginx."""
     return ExecutorProcess(bootstrap, root / "executor", app_id="backout-executor", partitions=PARTITIONS,
-                           store="memory://", config=str(config) if config else None,
+                           store=None, config=str(config) if config else None,
                            log=root / "executor.log", env=nginx_env).start()
