@@ -117,7 +117,7 @@ def result(status: str, timeline: Timeline) -> dict[str, Any]:
     rollback_ts, verified_ts = seen("executed"), seen("verified")
     decision = timeline.first("decision")
     return {"status": status, "deploy_ts": None if deploy_ts is None else round(deploy_ts, 3),
-            "decision_ts": seen("decision"), "rollback_ts": rollback_ts, "verified_ts": verified_ts,
+            "decision_ts": seen("decision"), "approval_ts": seen("approval"), "rollback_ts": rollback_ts, "verified_ts": verified_ts,
             "deploy_to_rollback_s": _after(deploy_ts, rollback_ts),
             "deploy_to_verified_s": _after(deploy_ts, verified_ts),
             "incident_id": decision.record.get("incident_id") if decision else None,
