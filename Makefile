@@ -5,8 +5,8 @@ BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
 # Debian packages the tests and the demo start for real: nginx (the blue/green switch,
 # tests/test_bluegreen.py, and the demo's load balancer), prometheus (the bridge and remote write,
-# tests/test_feeds_integration.py).
-DEBIAN_PACKAGES := nginx prometheus
+# tests/test_feeds_integration.py), chromium (the web page in a real browser, tests/test_web.py).
+DEBIAN_PACKAGES := nginx prometheus chromium
 
 .PHONY: demo test bench lint system-deps clean
 

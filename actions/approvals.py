@@ -1,39 +1,71 @@
 """Answering the approval gate, and reading incidents back: ``backout approve`` / ``deny`` and
 ``backout incident list`` / ``show``.
 
+:func:`answer` is the one way an approval or a denial reaches ``backout.approvals``: every front
+end that lets someone answer (the CLI here, the MCP server, the web page, the executor's web
+endpoints) calls it, so an answer has one shape, one set of checks and one destination.
+
 Where an approval goes. The executor's state is keyed by service (:mod:`actions.gate`), as
 ``backout.actions`` is, so the replica that owns a service's partition of the actions topic owns
 its incidents; an approval must reach that replica. It goes to the *same partition number* of
 ``backout.approvals`` as its incident's decisions on ``backout.actions`` (found by reading the
-actions topic, which also refuses an unknown incident), keyed by the service. Naming the
-partition instead of letting a partitioner hash the key holds whichever client produced the
-decisions (Faust's aiokafka hashes keys with murmur2, librdkafka with CRC32 by default); it needs
-both topics to have as many partitions, which ``backout topics create`` gives them, and is checked.
+actions topic, which also refuses an unknown incident), keyed by the service. Every producer of
+Backout's hashes keys with murmur2 (``KafkaSettings.producer``), so the key alone would agree; the
+partition is named anyway, so that an answer follows its decision whichever client produced it.
+It needs both topics to have as many partitions, which ``backout topics create`` gives them, and
+is checked.
 
-Before sending, the topics are folded into incidents (:mod:`detectors.incident_view`) and an answer
-the gate would ignore is refused with the gate's own reason: the incident was answered already
-(the first answer counts), its rollback already ran, it was escalated, or its question timed out.
+The checks, in order: the incident id and the name of who answers (:func:`check_incident`,
+:func:`check_by`), before anything is read; then the topics are folded into timelines
+(:class:`detectors.incident.IncidentFold`) and an answer the gate would ignore is refused with the
+gate's own reason (:meth:`~detectors.incident.IncidentTimeline.refusal`): the incident was answered
+already (the first answer counts), its rollback already ran, it was escalated, or its question
+timed out.
+
+>>> check_incident("inc-0123456789abcdef"), check_by("alice@example.com")
+('inc-0123456789abcdef', 'alice@example.com')
+>>> check_incident("inc-1; rm -rf /")
+Traceback (most recent call last):
+...
+backout.errors.ContractError: incident 'inc-1; rm -rf /' is not an incident id: letters, digits, '.', '_', ':' and '-', at most 128
 """
 
 from __future__ import annotations
 
 import getpass
+import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from backout.contracts import Alert, Approval, Decision, Record, Verification, decode, encode
+from backout.contracts import Approval, encode
 from backout.errors import AnswerRefused, BrokerError, ConfigError, ContractError, UnknownIncident
 from backout.settings import KafkaSettings
 from detectors import wording
-from detectors.incident_view import Incident, fold, refusal
+from detectors.incident import IncidentFold, IncidentTimeline
 from streams import topics
 
 APPROVAL_TIMEOUT_S = 900.0  # the gate's default (actions.gate.GateSettings)
-READ_TIMEOUT_S = 30.0
+INCIDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+BY = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@+-]{0,63}")
+VIA = re.compile(r"[a-z]{1,16}")
+
+
+def check_incident(value: str) -> str:
+    if not INCIDENT_ID.fullmatch(value):
+        raise ContractError(f"incident {value[:80]!r} is not an incident id: letters, digits, '.', '_', ':' "
+                            "and '-', at most 128")
+    return value
+
+
+def check_by(value: str) -> str:
+    if not BY.fullmatch(value):
+        raise ContractError(f"by {value[:80]!r} is not a name: letters, digits, spaces and '._@+-', at most 64")
+    return value
 
 
 @dataclass(frozen=True)
@@ -44,42 +76,71 @@ class IncidentTopics:
     approvals: str = topics.APPROVALS
     verifications: str = topics.VERIFICATIONS
     alerts: str = topics.ALERTS
+    deploys: str = topics.DEPLOYS
+    anomalies: str = topics.ANOMALIES
+    metrics: str = topics.METRICS  # read for plots only
+
+    @classmethod
+    def of(cls, names: Mapping[str, str]) -> IncidentTopics:
+        """From a map of Backout's topic names to the names they have on this broker."""
+        return cls(*(names.get(default, default) for default in cls().names()))
+
+    def names(self) -> dict[str, str]:
+        """Backout's topic name -> the name it has here."""
+        return {topics.ACTIONS: self.actions, topics.APPROVALS: self.approvals,
+                topics.VERIFICATIONS: self.verifications, topics.ALERTS: self.alerts,
+                topics.DEPLOYS: self.deploys, topics.ANOMALIES: self.anomalies, topics.METRICS: self.metrics}
 
 
 @dataclass
 class Reading:
-    """Incidents folded from the topics, and how many records could not be read."""
+    """The topics folded into incidents, and how many records could not be read."""
 
-    incidents: dict[str, Incident]
+    fold: IncidentFold
     unreadable: int
 
 
-def read_incidents(kafka: KafkaSettings, where: IncidentTopics, with_alerts: bool = True,
-                   timeout_s: float = READ_TIMEOUT_S) -> Reading:
-    """Every incident on the topics, each read to the end it had when called."""
-    from streams.kafka import read_to_end
+def read(kafka: KafkaSettings, where: IncidentTopics, approval_timeout_s: float = APPROVAL_TIMEOUT_S,
+         samples: bool = False) -> Reading:
+    """Every incident on the topics, each read to the end it had when called (``samples``: with the
+    metric samples around them, for plots)."""
+    from streams.incidents import fold_topics
 
-    kinds: list[tuple[str, type[Record]]] = [(where.actions, Decision), (where.approvals, Approval),
-                                             (where.verifications, Verification)]
-    if with_alerts:
-        kinds.append((where.alerts, Alert))
-    pairs: list[tuple[Record, int | None]] = []
     unreadable = 0
-    for topic, kind in kinds:
-        for msg in read_to_end(kafka, topic, timeout_s=timeout_s):
-            try:
-                pairs.append((decode(msg.value() or b"", expect=kind), msg.partition()))
-            except ContractError:
-                unreadable += 1  # not ours to dead-letter: its consumer did, or will
-    return Reading(fold(pairs), unreadable)
+
+    def count(where: str, reason: str) -> None:  # not ours to dead-letter: its consumer did, or will
+        nonlocal unreadable
+        unreadable += 1
+
+    fold = IncidentFold(approval_timeout_s=approval_timeout_s)
+    fold_topics(fold, kafka, where.names(), count, samples)
+    return Reading(fold, unreadable)
 
 
-def answer(kafka: KafkaSettings, where: IncidentTopics, incident_id: str, approved: bool, by: str,
-           approval_timeout_s: float = APPROVAL_TIMEOUT_S, now_ts: float | None = None) -> tuple[Approval, int]:
-    """Send one approval (or denial) to the partition of its incident; (the record, that partition)."""
+def incident_timeline(fold: IncidentFold, incident_id: str, topic: str, now_ts: float) -> IncidentTimeline:
+    """The timeline of an incident Backout decided about (by its exact id), else :class:`UnknownIncident`."""
+    t = fold.timeline(incident_id, now_ts) if incident_id in fold.incident_ids() else None
+    if t is None or not t.decisions or t.partition is None:
+        raise UnknownIncident(wording.unknown_incident(incident_id, topic))
+    return t
+
+
+def answer(kafka: KafkaSettings, where: IncidentTopics, incident_id: str, approved: bool, by: str, *,
+           via: str | None = None, approval_timeout_s: float = APPROVAL_TIMEOUT_S,
+           now_ts: float | None = None) -> tuple[Approval, int]:
+    """Send one approval (or denial) to the partition of its incident; (the record, that partition).
+
+    ``via`` names the front end ('mcp', 'web'): the record says ``"alice via web"``.
+    """
     from streams.admin import AdminClient, existing_topics
     from streams.kafka import sender
 
+    check_incident(incident_id)
+    who = check_by(by)
+    if via is not None:
+        if not VIA.fullmatch(via):
+            raise ValueError(f"via {via!r}: a front end's name, 1-16 lowercase letters")
+        who = f"{who} via {via}"
     counts = existing_topics(AdminClient(kafka.confluent()))
     for name in (where.actions, where.approvals):
         if name not in counts:
@@ -89,32 +150,31 @@ def answer(kafka: KafkaSettings, where: IncidentTopics, incident_id: str, approv
                           f"{counts[where.actions]}: they must have as many, so that an approval reaches the "
                           "executor that owns its incident")
     now = time.time() if now_ts is None else now_ts
-    inc = read_incidents(kafka, where, with_alerts=False).incidents.get(incident_id)
-    if inc is None or inc.partition is None:
-        raise UnknownIncident(wording.unknown_incident(incident_id, where.actions))
-    why = refusal(inc, approved, by, now, approval_timeout_s)
+    t = incident_timeline(read(kafka, where, approval_timeout_s).fold, incident_id, where.actions, now)
+    assert t.service is not None and t.partition is not None  # a decision names both
+    why = t.refusal(approved, who)
     if why is not None:
         raise AnswerRefused(why)
-    record = Approval(ts=now, incident_id=incident_id, approved=approved, by=by, service=inc.service)
+    record = Approval(ts=now, incident_id=incident_id, approved=approved, by=who, service=t.service)
     refused: list[str] = []
     out = sender(kafka, **{"enable.idempotence": True})
     out.on_refused = refused.append
-    out.send(where.approvals, encode(record), inc.service.encode(), partition=inc.partition,
+    out.send(where.approvals, encode(record), t.service.encode(), partition=t.partition,
              timestamp_ms=int(now * 1000))
     out.flush(30.0)
     if refused:
         raise BrokerError(f"{where.approvals} refused the approval; nothing was sent")
-    return record, inc.partition
+    return record, t.partition
 
 
 # -- the commands ------------------------------------------------------------------------------
 
 
 def _by(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
-    name = (value if value is not None else getpass.getuser()).strip()
-    if not name or len(name) > 100 or not name.isprintable():
-        raise click.BadParameter(f"got {name[:40]!r}: a name of 1-100 printable characters")
-    return name
+    try:
+        return check_by(value if value is not None else getpass.getuser())
+    except ContractError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 _BY = click.option("--by", callback=_by, metavar="NAME",
@@ -130,7 +190,8 @@ def _where(ctx: click.Context) -> IncidentTopics:
 
 def _answer(ctx: click.Context, incident_id: str, approved: bool, by: str, approval_timeout_s: float) -> None:
     where = _where(ctx)
-    record, partition = answer(KafkaSettings(), where, incident_id, approved, by, approval_timeout_s)
+    record, partition = answer(KafkaSettings(), where, incident_id, approved, by,
+                               approval_timeout_s=approval_timeout_s)
     verb = "Approved" if approved else "Denied"
     click.echo(f"{verb} {incident_id} ({record.service}) as {by}: sent to {where.approvals} partition "
                f"{partition}, where the executor that owns {record.service} reads it.")
@@ -156,12 +217,7 @@ def deny(ctx: click.Context, incident_id: str, by: str, approval_timeout_s: floa
     _answer(ctx, incident_id, False, by, approval_timeout_s)
 
 
-@click.group()
-def incident() -> None:
-    """Incidents as the topics tell them: decisions, answers, rollbacks and their verification."""
-
-
-@incident.command("list")
+@click.command("list")
 @click.option("--since-hours", default=24.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Also show incidents closed this recently.")
 @click.option("--all", "show_all", is_flag=True, help="Every incident on the topics.")
@@ -171,21 +227,20 @@ def incident_list(ctx: click.Context, since_hours: float, show_all: bool, approv
     """Open incidents, then the recently closed ones, newest first."""
     from rich.table import Table
 
-    reading = read_incidents(KafkaSettings(), _where(ctx))
+    reading = read(KafkaSettings(), _where(ctx), approval_timeout_s)
     now = time.time()
-    rows = sorted(reading.incidents.values(), key=lambda i: (not i.is_open(now, approval_timeout_s), -i.opened_ts))
-    shown = [i for i in rows if show_all or i.is_open(now, approval_timeout_s)
-             or i.last_ts >= now - since_hours * 3600]
+    decided = [t for t in reading.fold.timelines(now) if t.decisions]  # an alert alone is no incident
+    rows = sorted(decided, key=lambda t: (not t.is_open, -t.decisions[0].ts))
+    shown = [t for t in rows if show_all or t.is_open or _last_ts(t) >= now - since_hours * 3600]
     table = Table("incident", "service", "status", "rollback", "opened", "latest", title=(
-        f"{sum(i.is_open(now, approval_timeout_s) for i in shown)} open, "
-        f"{sum(not i.is_open(now, approval_timeout_s) for i in shown)} closed"))
-    for inc in shown:
-        table.add_row(inc.incident_id, inc.service, _status(inc, now, approval_timeout_s), _versions(inc),
-                      _when(inc.opened_ts), inc.steps[-1].text if inc.steps else "")
+        f"{sum(t.is_open for t in shown)} open, {sum(not t.is_open for t in shown)} closed"))
+    for t in shown:
+        table.add_row(t.incident_id, t.service or "", _status(t), _versions(t), _when(t.decisions[0].ts),
+                      t.steps[-1].text if t.steps else "")
     _print(table, reading)
 
 
-@incident.command("show")
+@click.command("show")
 @click.argument("incident_id", metavar="ID")
 @_TIMEOUT
 @click.pass_context
@@ -194,17 +249,17 @@ def incident_show(ctx: click.Context, incident_id: str, approval_timeout_s: floa
     from rich.table import Table
 
     where = _where(ctx)
-    reading = read_incidents(KafkaSettings(), where)
-    inc = reading.incidents.get(incident_id)
-    if inc is None:
-        raise UnknownIncident(wording.unknown_incident(incident_id, where.actions))
-    now = time.time()
-    table = Table("time (UTC)", "step", "what happened", title=(
-        f"{inc.incident_id} · {inc.service} · {_status(inc, now, approval_timeout_s)} · {_versions(inc)}"))
-    for step in inc.steps:
-        table.add_row(_when(step.ts), step.what, step.text)
-    if inc.verification is not None and inc.verification.before:
-        v = inc.verification
+    reading = read(KafkaSettings(), where, approval_timeout_s)
+    t = incident_timeline(reading.fold, incident_id, where.actions, time.time())
+    table = Table("time (UTC)", "step", "what happened",
+                  title=f"{t.incident_id} · {t.service} · {_status(t)} · {_versions(t)}")
+    reasons = {d.reason for d in t.decisions}  # the decider's alert repeats its reason
+    rows = [(s.ts, _label(s.kind, s.action), s.text) for s in t.steps]
+    rows += [(a.ts, f"alert {a.severity}", a.text) for a in t.alerts if a.text not in reasons]
+    for ts, label, text in sorted(rows, key=lambda r: r[0]):
+        table.add_row(_when(ts), label, text)
+    if t.recovery is not None and t.recovery.before:
+        v = t.recovery
         numbers = "; ".join(f"{wording.label(m)} {wording.value(m, before)} → "
                             f"{wording.value(m, v.after[m]) if m in v.after else 'no samples'}"
                             for m, before in v.before.items())
@@ -212,17 +267,31 @@ def incident_show(ctx: click.Context, incident_id: str, approval_timeout_s: floa
     _print(table, reading)
 
 
-def _status(inc: Incident, now_ts: float, approval_timeout_s: float) -> str:
-    status = inc.status(now_ts, approval_timeout_s)
-    colour = {"verified": "green", "awaiting approval": "yellow", "executing": "yellow", "executed": "yellow",
-              "not_recovered": "red", "failed": "red", "timed out": "red"}.get(status)
+def _label(kind: str, action: str | None) -> str:
+    if kind == "decision" and action is not None:
+        return f"decision {action.replace('_', ' ')}"
+    if kind in ("executing", "executed", "failed", "verified", "not_recovered"):
+        return f"verification {kind}"
+    return kind
+
+
+def _status(t: IncidentTimeline) -> str:
+    colour = {"verified": "green", "awaiting_approval": "yellow", "executing": "yellow", "executed": "yellow",
+              "not_recovered": "red", "failed": "red", "timed_out": "red"}.get(t.status)
+    status = t.status.replace("_", " ")
     return f"[{colour}]{status}[/{colour}]" if colour else status
 
 
-def _versions(inc: Incident) -> str:
-    if inc.to_version is None:
+def _versions(t: IncidentTimeline) -> str:
+    chosen = t.rollback if t.rollback is not None and t.rollback.to_version else (
+        t.decisions[-1] if t.decisions else None)
+    if chosen is None or chosen.to_version is None:
         return "none"
-    return f"{inc.from_version or '?'} → {inc.to_version}"
+    return f"{chosen.from_version or '?'} → {chosen.to_version}"
+
+
+def _last_ts(t: IncidentTimeline) -> float:
+    return max([s.ts for s in t.steps] + [a.ts for a in t.alerts], default=t.as_of_ts)
 
 
 def _when(ts: float) -> str:

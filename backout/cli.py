@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "incident": ("streams.incidents:incident", "Replay the topics into incident timelines and reports."),
     "notify": ("actions.notify:notify", "Post every alert to Slack and/or a JSON webhook, with approve/deny links."),
     "mcp": ("backout.mcp_server:mcp", "Serve incidents, decisions and backtests to AI assistants (MCP)."),
+    "web": ("backout.web:serve", "Serve the web page: open incidents, their evidence, approve/deny, recent steps."),
 }
 
 

@@ -2,7 +2,8 @@
 
 A thin front end over the same parts as the CLI, imported when the server
 starts: the incident fold (:mod:`detectors.incident`), the topic reader, the
-backtest's :func:`~streams.backtest.replay` and :func:`streams.answers.answer`.
+backtest's :func:`~streams.backtest.replay` and :func:`actions.approvals.answer`, the one
+answer path with its checks.
 Every call reads the topics afresh, so an assistant always sees what is on
 them now.
 
@@ -97,16 +98,16 @@ class Tools:
         return load(None, self.approval_timeout_s, settings=self.settings, names=self.names, samples=samples)
 
     def list_incidents(self, status: str | None, limit: int) -> list[IncidentSummary]:
-        timelines = self.fold(samples=False).timelines()
+        timelines = self.fold(samples=False).timelines(time.time())
         if status:
             timelines = [t for t in timelines if t.status == status]
         return [_summary(t) for t in timelines[-limit:]][::-1]  # newest first
 
     def get_incident(self, incident_id: str) -> IncidentTimeline:
-        return self.fold(samples=True).timeline(incident_id)
+        return self.fold(samples=True).timeline(incident_id, time.time())
 
     def get_decision_reason(self, incident_id: str) -> DecisionReason:
-        t = self.fold(samples=False).timeline(incident_id)
+        t = self.fold(samples=False).timeline(incident_id, time.time())
         if not t.decisions:
             raise BackoutError(f"incident {t.incident_id} has no decision on the actions topic")
         last = t.decisions[-1]
@@ -138,20 +139,10 @@ class Tools:
                               bad_lines=len(bad), first_bad=bad[:10])
 
     def answer(self, incident_id: str, approved: bool, by: str) -> Approval:
-        from streams import topics
-        from streams.answers import answer, check_by, check_incident
-        from streams.kafka import sender
+        from actions.approvals import IncidentTopics, answer
 
-        check_incident(incident_id)
-        who = check_by(by)
-        t = self.fold(samples=False).timeline(incident_id)
-        if t.status != "awaiting_approval":
-            raise BackoutError(f"incident {t.incident_id} is {t.status.replace('_', ' ')}, not waiting for an "
-                               f"answer: nothing to {'approve' if approved else 'deny'}")
-        out = sender(self.settings)
-        record = answer(out, t.incident_id, approved, f"{who} via mcp", time.time(),
-                        self.names.get(topics.APPROVALS, topics.APPROVALS))
-        out.flush(30)
+        record, _ = answer(self.settings, IncidentTopics.of(self.names), incident_id, approved, by, via="mcp",
+                           approval_timeout_s=self.approval_timeout_s)
         return record
 
     def _file(self, path: str) -> Path:

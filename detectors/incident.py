@@ -16,7 +16,17 @@ else:
 * the timeline is computed from what was folded, never from arrival order, so
   any permutation of the same records gives the same timeline;
 * "now" is the latest event time seen (an unanswered question has timed out
-  only if the records show that much time passed), never the wall clock.
+  only if the records show that much time passed), or a later ``now_ts`` a
+  front end passes in (its wall clock, as the gate's ticks are); never read here.
+
+It is also what the front ends that answer a question check first
+(``backout approve`` / ``deny``, the MCP server, the web page): a timeline reads
+its incident's state as the approval gate (:mod:`actions.gate`) decides it —
+the first answer in time counts, a denial is final, a question times out
+``approval_timeout_s`` after it was asked, a started rollback supersedes it —
+and :meth:`IncidentTimeline.refusal` gives the gate's own reason for an answer
+that would change nothing. The partition a decision was read from is kept, so
+that an answer can be sent to the same partition of ``backout.approvals``.
 
 Metric samples are the only voluminous input: :meth:`IncidentFold.wants`
 tells a reader which samples can matter (near an incident of their service),
@@ -61,6 +71,8 @@ from detectors import wording
 
 IncidentStatus = Literal["verified", "not_recovered", "failed", "executed", "executing", "decided",
                          "approved", "denied", "timed_out", "awaiting_approval", "escalated", "alerted"]
+OPEN: tuple[IncidentStatus, ...] = ("executing", "executed", "decided", "approved", "awaiting_approval")
+RAN: tuple[IncidentStatus, ...] = ("executing", "executed", "failed", "verified", "not_recovered")
 StepKind = Literal["deploy", "degradation", "decision", "approval", "timeout", "superseded", "executing",
                    "executed", "failed", "verified", "not_recovered"]
 
@@ -159,6 +171,7 @@ class Step(_Model):
     ts: float
     kind: StepKind
     text: str
+    action: str | None = None  # of a decision step
 
 
 class AlertInfo(_Model):
@@ -183,6 +196,7 @@ class IncidentTimeline(_Model):
 
     incident_id: str
     service: str | None
+    partition: int | None = Field(description="of its decisions on the actions topic; None: not read there")
     status: IncidentStatus
     headline: str
     deploy: DeployInfo | None
@@ -190,13 +204,39 @@ class IncidentTimeline(_Model):
     pattern: list[Moved]
     decisions: list[DecisionInfo]
     answers: list[Answer]
+    answer: Answer | None = Field(description="the answer that counts: the first one in time, before the "
+                                              "rollback started (the gate ignores the others)")
+    question_due_ts: float | None = Field(description="when an unanswered question times out")
     timed_out: bool
     rollback: RollbackInfo | None
     recovery: RecoveryInfo | None
     durations: Durations
     steps: list[Step]
     alerts: list[AlertInfo]
-    as_of_ts: float  # the latest event time the fold had seen
+    as_of_ts: float  # the latest event time the fold had seen, or the later now_ts it was asked at
+
+    @property
+    def is_open(self) -> bool:
+        """Backout may still act on it, or a person still answer it."""
+        return self.status in OPEN
+
+    def refusal(self, approved: bool, by: str) -> str | None:
+        """Why the approval gate would ignore this answer now, in the gate's own words
+        (:mod:`actions.gate`), or None: it counts. An approval the gate has acted on before the
+        topics show it is refused as answered: the first answer counts, whatever came of it."""
+        if self.status in RAN:
+            to_version = self.rollback.to_version if self.rollback is not None else None
+            approver = self.answer.by if self.answer is not None and self.answer.approved else None
+            why = wording.why_ran(str(to_version), approver)
+        elif self.timed_out and self.question_due_ts is not None:
+            why = wording.why_timed_out(self.as_of_ts - self.question_due_ts)
+        elif self.answer is not None:
+            why = wording.why_answered(self.answer.approved, self.answer.by)
+        elif self.status == "escalated":
+            why = wording.why_escalated()
+        else:
+            return None
+        return wording.answer_refused(approved, by, self.incident_id, why)
 
 
 class IncidentFold:
@@ -222,13 +262,17 @@ class IncidentFold:
         self.peak_samples = peak_samples
         self._records: dict[tuple[Any, ...], Folded] = {}
         self._samples: dict[tuple[str, str], dict[float, tuple[float, float | None]]] = {}
+        self._partitions: dict[str, int] = {}  # incident -> partition of its decisions
         self._now = 0.0
         self._windows: dict[str, list[tuple[float, float]]] | None = None
 
     # -- folding ---------------------------------------------------------------------
 
-    def add(self, record: Record) -> bool:
-        """Fold one record; ``False`` for a redelivery or a kind the timeline does not use."""
+    def add(self, record: Record, partition: int | None = None) -> bool:
+        """Fold one record (``partition``: the one it was read from); ``False`` for a redelivery or a
+        kind the timeline does not use."""
+        if isinstance(record, Decision) and partition is not None:
+            self._partitions[record.incident_id] = partition
         if isinstance(record, Metric):
             samples = self._samples.setdefault((record.service, record.metric), {})
             if record.ts in samples:
@@ -295,12 +339,14 @@ class IncidentFold:
         return [Sample(ts=ts, value=v, count=c) for ts, (v, c) in sorted(samples.items())
                 if from_ts <= ts <= to_ts]
 
-    def timelines(self) -> list[IncidentTimeline]:
-        return [self.timeline(i) for i in self.incident_ids()]
+    def timelines(self, now_ts: float | None = None) -> list[IncidentTimeline]:
+        return [self.timeline(i, now_ts) for i in self.incident_ids()]
 
-    def timeline(self, incident_id: str) -> IncidentTimeline:
-        """The timeline of one incident (an id or a unique prefix of one)."""
+    def timeline(self, incident_id: str, now_ts: float | None = None) -> IncidentTimeline:
+        """The timeline of one incident (an id or a unique prefix of one), as of the latest event
+        time or ``now_ts`` if later (a front end's clock: a question unanswered by then timed out)."""
         incident_id = self.resolve(incident_id)
+        now = self._now if now_ts is None else max(self._now, now_ts)
         records = self._of(incident_id)
         decisions = sorted((r for r in records if isinstance(r, Decision)), key=lambda d: (d.ts, d.action))
         answers = sorted((r for r in records if isinstance(r, Approval)), key=lambda a: (a.ts, a.by))
@@ -311,20 +357,23 @@ class IncidentFold:
         first_of = {status: next((v for v in checks if v.status == status), None)
                     for status in ("executing", "executed", "failed")}
         outcome = next((v for v in checks if v.status in ("verified", "not_recovered")), None)
-        end_ts = outcome.ts if outcome is not None else self._now
+        end_ts = outcome.ts if outcome is not None else now
         pattern = self._pattern(service, decisions, end_ts) if service else []
         degradation = self._degradation(service, pattern, deploy) if service and pattern else None
 
         question = next((d for d in decisions if d.action == "request_approval"), None)
         rollback_decision = next((d for d in decisions if d.action == "rollback"), None)
-        answer = answers[0] if answers else None
         acted_ts = min([x.ts for x in (rollback_decision, first_of["executing"]) if x is not None], default=None)
-        timed_out = False
-        if question is not None:
-            due = question.ts + self.approval_timeout_s
-            answered_in_time = answer is not None and answer.ts <= due
-            timed_out = self._now >= due and not answered_in_time and (acted_ts is None or acted_ts > due)
-        acting = rollback_decision or (question if answer is not None and answer.approved else None)
+        due_ts = question.ts + self.approval_timeout_s if question is not None else None
+        started = first_of["executing"]
+        answer = next((a for a in answers if (due_ts is None or a.ts <= due_ts)
+                       and (started is None or a.ts <= started.ts)), None)  # the one the gate counts
+        timed_out = (due_ts is not None and now >= due_ts and answer is None
+                     and (acted_ts is None or acted_ts > due_ts))
+        if answer is not None and not answer.approved:
+            acting = None  # a denial is final
+        else:
+            acting = rollback_decision or (question if answer is not None else None)
         rollback = self._rollback(decisions, acting, deploy, first_of) if checks or acting else None
         recovery = _recovery(outcome, pattern, rollback) if outcome is not None else None
 
@@ -340,16 +389,18 @@ class IncidentFold:
         headline = wording.headline(service or "the service", deploy.version if deploy else None, what, status,
                                     to_version, answer.by if answer else None, durations.deploy_to_executed_s,
                                     durations.deploy_to_verified_s, self.approval_timeout_s)
+        told = {id(a): Answer(ts=a.ts, approved=a.approved, by=a.by,
+                              text=wording.answered(a.approved, a.by, a.ts - question.ts if question else None))
+                for a in answers}
         return IncidentTimeline(
-            incident_id=incident_id, service=service, status=status, headline=headline, deploy=deploy,
-            degradation=degradation, pattern=pattern,
+            incident_id=incident_id, service=service, partition=self._partitions.get(incident_id),
+            status=status, headline=headline, deploy=deploy, degradation=degradation, pattern=pattern,
             decisions=[_decision_info(d, question) for d in decisions],
-            answers=[Answer(ts=a.ts, approved=a.approved, by=a.by,
-                            text=wording.answered(a.approved, a.by, a.ts - question.ts if question else None))
-                     for a in answers],
-            timed_out=timed_out, rollback=rollback, recovery=recovery, durations=durations, steps=steps,
+            answers=list(told.values()), answer=told[id(answer)] if answer is not None else None,
+            question_due_ts=due_ts, timed_out=timed_out, rollback=rollback, recovery=recovery,
+            durations=durations, steps=steps,
             alerts=[AlertInfo(ts=a.ts, severity=a.severity, text=a.text) for a in alerts],
-            as_of_ts=self._now)
+            as_of_ts=now)
 
     # -- state -----------------------------------------------------------------------
 
@@ -360,7 +411,7 @@ class IncidentFold:
             metrics.setdefault(service, {})[metric] = [[ts, v, c] for ts, (v, c) in sorted(samples.items())]
         return {"v": 1, "now": self._now,
                 "records": [r.model_dump(mode="json") for r in self._records.values()],
-                "metrics": metrics}
+                "metrics": metrics, "partitions": dict(self._partitions)}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], approval_timeout_s: float = 900.0, context_s: float = 600.0,
@@ -373,6 +424,7 @@ class IncidentFold:
             for metric, rows in by_metric.items():
                 fold._samples[(service, metric)] = {float(ts): (float(v), c) for ts, v, c in rows}
         fold._now = float(state["now"])
+        fold._partitions = {str(k): int(v) for k, v in state["partitions"].items()}
         return fold
 
     # -- parts of a timeline -----------------------------------------------------------
@@ -584,15 +636,17 @@ def _status(decisions: list[Decision], answer: Approval | None, timed_out: bool,
     if rollback is not None and rollback.executing_ts is not None:
         return "executing"
     actions = {d.action for d in decisions}
+    if answer is not None and not answer.approved:
+        return "denied"  # final, as the gate has it: a later rollback decision does not override it
     if "rollback" in actions:
         return "decided"
+    if "escalate" in actions:
+        return "escalated"
     if "request_approval" in actions:
-        if timed_out:
-            return "timed_out"
         if answer is not None:
-            return "approved" if answer.approved else "denied"
-        return "awaiting_approval"
-    return "escalated" if "escalate" in actions else "alerted"
+            return "approved"
+        return "timed_out" if timed_out else "awaiting_approval"
+    return "alerted"
 
 
 def _durations(deploy: DeployInfo | None, decisions: list[Decision], question: Decision | None,
@@ -625,7 +679,7 @@ def _steps(service: str | None, deploy: DeployInfo | None, degradation: Degradat
     if degradation is not None:
         steps.append(Step(ts=degradation.onset_ts, kind="degradation", text=degradation.text))
     for d in decisions:
-        steps.append(Step(ts=d.ts, kind="decision", text=_decision_info(d, question).text))
+        steps.append(Step(ts=d.ts, kind="decision", text=_decision_info(d, question).text, action=d.action))
     for a in answers:
         steps.append(Step(ts=a.ts, kind="approval",
                           text=wording.answered(a.approved, a.by, a.ts - question.ts if question else None)))

@@ -475,3 +475,33 @@ def span(from_ts: float, to_ts: float) -> str:
     """'Event times in UTC, from 2023-11-14 22:13:20 UTC; records read up to 2023-11-14 22:20:00 UTC.'"""
     return (f"Event times in UTC, from {day(from_ts)} {clock(from_ts)}; records read up to "
             f"{day(to_ts)} {clock(to_ts)}.")
+
+
+# -- the web page (backout/web.py) ----------------------------------------------------------
+
+WEB_WRITES_OFF = ("Answering from this page is off: start it with BACKOUT_API_TOKEN set to enable "
+                  "Approve and Deny. Meanwhile `backout approve INCIDENT` and `backout deny INCIDENT` work.")
+WEB_SIGN_IN = "Sign in with the API token to approve or deny; your name goes on the answer."
+WEB_SIGN_IN_FIRST = "Sign in first: an answer needs the API token, from this page's sign-in or a bearer header."
+WEB_BAD_TOKEN = "That is not the API token this page was started with."
+WEB_CROSS_SITE = "Refused: the request came from another site."
+WEB_NO_OPEN = "No open incidents: nothing waits on Backout or on you."
+WEB_NO_RECENT = "No decisions or verifications on the topics yet."
+WEB_NO_PLOT = "No metric to plot: the decision blamed none."
+
+
+def web_signed_in(by: str) -> str:
+    return f"Signed in as {by}: your answers go out as {by} via web."
+
+
+def web_question(service: str | None, from_version: str | None, to_version: str | None, due_s: float | None) -> str:
+    """'Roll checkout back from v2.15.1 to v2.15.0? Unanswered, it is escalated in 9 minutes.'"""
+    versions = f" from {from_version}" if from_version else ""
+    versions += f" to {to_version}" if to_version else ""
+    late = (f" Unanswered, it is escalated in {duration(due_s)}." if due_s is not None and due_s > 0 else "")
+    return f"Roll {service or 'the service'} back{versions}?{late}"
+
+
+def web_sent(approved: bool, incident: str, by: str, partition: int) -> str:
+    return (f"{'Approval' if approved else 'Denial'} of {incident} sent as {by} (partition {partition} of the "
+            "approvals topic); the executor acts on it and this page shows what it did.")

@@ -165,12 +165,11 @@ def _ask(stack: DemoStack, timeline: Timeline, decision: dict, yes: bool) -> boo
     question = (f"Roll {decision['service']} back from {decision.get('from_version')} to "
                 f"{decision.get('to_version')} ({decision['incident_id']})?")
     if yes:
-        approved, by = True, "demo --yes"
+        approved = True
         timeline.show("approval", f"{question} yes (--yes)")
     else:
         approved = Confirm.ask(f"[bold magenta]{question}[/bold magenta]", console=timeline.console, default=True)
-        by = getpass.getuser()
-    answer(stack.kafka, IncidentTopics(), decision["incident_id"], approved, by)
+    answer(stack.kafka, IncidentTopics(), decision["incident_id"], approved, getpass.getuser(), via="demo")
     return approved
 
 

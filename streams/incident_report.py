@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from detectors import wording
-from detectors.incident import IncidentTimeline, Sample
+from detectors.incident import IncidentFold, IncidentTimeline, Sample
+
+PLOT_MARGIN_S = 300.0  # metric history drawn before the first step and after the last
 
 MARKS = {  # step kind -> (colour, line style, legend label)
     "deploy": ("tab:blue", "-", "deploy"),
@@ -105,6 +107,14 @@ def markdown(t: IncidentTimeline) -> str:
         out += ["", "## Alerts sent", ""]
         out += [f"- {wording.clock(a.ts)} [{a.severity}] {a.text}" for a in t.alerts]
     return "\n".join(out) + "\n"
+
+
+def draw(fold: IncidentFold, t: IncidentTimeline, path: str | Path) -> Path:
+    """:func:`plot` of the fold's samples of ``t``'s blamed metrics, from a little before its first
+    step to a little after its last."""
+    span = [s.ts for s in t.steps] or [t.as_of_ts]
+    start, end = min(span) - PLOT_MARGIN_S, max(span) + PLOT_MARGIN_S
+    return plot(t, {m.metric: fold.series(t.service or "", m.metric, start, end) for m in t.pattern}, path)
 
 
 def plot(t: IncidentTimeline, series: dict[str, list[Sample]], path: str | Path) -> Path:

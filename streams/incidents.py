@@ -56,16 +56,17 @@ def fold_topics(fold: IncidentFold, settings: KafkaSettings, names: Mapping[str,
 
     ``names`` maps a Backout topic to the name it has on this broker (default: itself);
     ``samples`` False skips the metrics topic (enough to list incidents and their states).
+    Each decision keeps the partition it was read from (an answer goes to the same one).
     """
     from streams.dump import read_topics
 
     names = names or {}
     small = read_topics(settings, [names.get(t, t) for t in TIMELINE_TOPICS])
-    new = _fold(((_where(m), m.value() or b"") for m in small), fold, None, on_bad)
+    new = _fold(((_where(m), m.value() or b"", m.partition()) for m in small), fold, None, on_bad)
     if not samples:
         return new
     metrics = read_topics(settings, [names.get(topics.METRICS, topics.METRICS)])
-    return new + _fold(((_where(m), m.value() or b"") for m in metrics), fold, "metric", on_bad)
+    return new + _fold(((_where(m), m.value() or b"", None) for m in metrics), fold, "metric", on_bad)
 
 
 def _where(msg: Message) -> str:
@@ -74,19 +75,21 @@ def _where(msg: Message) -> str:
 
 def fold_file(fold: IncidentFold, path: str | Path, on_bad: OnBad | None = None) -> int:
     """Fold a JSON Lines file (a dump, or any file of records) into ``fold``: twice over it, samples last."""
-    def lines() -> Iterable[tuple[str, bytes]]:
+    def lines() -> Iterable[tuple[str, bytes, None]]:
         with open(path, "rb") as file:
             for number, line in enumerate(file, start=1):
                 if line.strip():
-                    yield f"line {number}", line
+                    yield f"line {number}", line, None
 
     return _fold(lines(), fold, "other", on_bad) + _fold(lines(), fold, "metric", None)
 
 
-def _fold(items: Iterable[tuple[str, bytes]], fold: IncidentFold, only: str | None, on_bad: OnBad | None) -> int:
-    """Decode and fold; ``only``: 'metric' takes just the samples the fold wants, 'other' all but samples."""
+def _fold(items: Iterable[tuple[str, bytes, int | None]], fold: IncidentFold, only: str | None,
+          on_bad: OnBad | None) -> int:
+    """Decode and fold (where, value, partition) items; ``only``: 'metric' takes just the samples the
+    fold wants, 'other' all but samples."""
     new = 0
-    for where, raw in items:
+    for where, raw, partition in items:
         if only == "metric" and b'"metric"' not in raw:
             continue  # cheap pre-filter: not a sample
         try:
@@ -100,7 +103,7 @@ def _fold(items: Iterable[tuple[str, bytes]], fold: IncidentFold, only: str | No
                 continue
         elif only == "metric":
             continue
-        new += fold.add(record)
+        new += fold.add(record, partition)
     return new
 
 
@@ -149,13 +152,9 @@ def report(incident_id: str | None, source: str | None, fmt: str, plot_path: str
         raise BackoutError(f"--plot draws one incident; {len(timelines)} were found (latest: {ids}): name one")
     write(timelines, fmt)
     if plot_path:
-        from streams.incident_report import plot
+        from streams.incident_report import draw
 
-        t = timelines[0]
-        metrics = [m.metric for m in t.pattern]
-        span = [s.ts for s in t.steps] or [t.as_of_ts]
-        start, end = min(span) - 300.0, max(span) + 300.0
-        plot(t, {m: fold.series(t.service or "", m, start, end) for m in metrics}, plot_path)
+        draw(fold, timelines[0], plot_path)
         click.echo(f"plot written to {plot_path}", err=True)
     click.echo(f"incident report: {len(timelines)} incident(s); {bad} unreadable record(s)", err=True)
 

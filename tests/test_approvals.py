@@ -22,7 +22,7 @@ PARTITIONS = 3
 @pytest.fixture
 def where(kafka, unique) -> IncidentTopics:
     names = IncidentTopics(f"actions-{unique}", f"approvals-{unique}", f"verifications-{unique}",
-                           f"alerts-{unique}")
+                           f"alerts-{unique}", f"deploys-{unique}", f"anomalies-{unique}", f"metrics-{unique}")
     create_topics(kafka, [TopicSpec(t, PARTITIONS, 3_600_000) for t in vars(names).values()])
     return names
 
@@ -99,7 +99,8 @@ def test_an_answer_that_would_change_nothing_is_refused(kafka, where, records, n
 
 
 def test_topics_with_different_partition_counts_are_refused(kafka, where, unique):
-    other = IncidentTopics(where.actions, f"approvals-two-{unique}", where.verifications, where.alerts)
+    other = IncidentTopics(where.actions, f"approvals-two-{unique}", where.verifications, where.alerts,
+                           where.deploys, where.anomalies, where.metrics)
     create_topics(kafka, [TopicSpec(other.approvals, 2, 3_600_000)])
     put(kafka, where.actions, decision("inc-p"))
     result = run(kafka, other, "approve", "inc-p", "--by", "alice")
@@ -109,7 +110,7 @@ def test_topics_with_different_partition_counts_are_refused(kafka, where, unique
 
 def test_a_bad_name_is_a_usage_error(kafka, where):
     result = run(kafka, where, "approve", "inc-a", "--by", "evil\nname")
-    assert result.exit_code == 2 and "a name of 1-100 printable characters" in result.output
+    assert result.exit_code == 2 and "is not a name: letters, digits, spaces" in result.output
 
 
 def test_incident_list_and_show(kafka, where):

@@ -302,3 +302,104 @@ def test_later_deploys_of_the_service_are_steps():
     fold.add(Deploy(ts=T + 130, service="search", deploy_id="d-20", version="v9", previous_version="v8"))
     later = [s.text for s in fold.timeline(INC).steps if s.kind == "deploy"][1:]
     assert later == ["v2.15.0 runs again (rolled back).", "v2.15.2 deployed, replacing v2.15.0 (finished)."]
+
+
+# -- what the front ends that answer check: the gate's reading of the same records ---------------
+
+def gate_after(records: list, until_ts: float) -> tuple[dict, object]:
+    """The approval gate (actions.gate) fed the records it reads, in event time, its clock ticking
+    at each record and at a question's due time; (its state, the gate)."""
+    from actions.gate import ServiceGate, Tick, step
+
+    read = sorted((r for r in records if isinstance(r, Decision | Approval | Deploy | Verification)),
+                  key=lambda r: r.ts)
+    due = [d.ts + 900.0 for d in read if isinstance(d, Decision) and d.action == "request_approval"]
+    events = sorted([(r.ts, 1, r) for r in read] + [(ts, 0, Tick(ts)) for ts in due + [until_ts]
+                                                     if ts <= until_ts], key=lambda e: (e[0], e[1]))
+    state = None
+    for _, _, r in events:
+        state, _ = step(state, r)
+    assert state is not None
+    return state, ServiceGate.from_state(state)
+
+
+ANSWERABLE = ["auto", "approved", "upgrade", "denied", "timeout", "pending", "approved_waiting",
+              "not_recovered", "failed", "executing", "escalate", "denied_then_rollback"]
+
+
+def answerable_story(kind: str) -> list:
+    if kind == "denied_then_rollback":  # a denial is final: a later rollback decision does not override it
+        return story("denied") + [decision(300, "rollback", [shift(), DEPLOY_EVIDENCE])]
+    return story(kind)
+
+
+@pytest.mark.parametrize("kind", ANSWERABLE)
+def test_an_answer_is_refused_exactly_when_the_gate_would_ignore_it(kind):
+    """The timeline's refusal is the gate's own reason, and its open/closed the gate's phase; the one
+    difference: an approval the gate acted on before the topics show it is refused as 'answered'."""
+    from actions.gate import step
+
+    records = answerable_story(kind)
+    fold = IncidentFold()
+    fold.add_all(records)
+    t = fold.timeline(INC)
+    state, gate = gate_after(records, t.as_of_ts)
+    assert t.is_open == (gate.phase(INC) in ("asking", "executing", "executed")), gate.phase(INC)
+
+    refusal = t.refusal(True, "carol")
+    _, out = step(state, Approval(ts=t.as_of_ts, incident_id=INC, approved=True, by="carol", service="checkout"))
+    ignored = [o.text for o in out if isinstance(o, Alert) and "changes nothing" in o.text]
+    if not ignored:
+        assert refusal is None, refusal
+    elif kind == "approved_waiting":
+        assert refusal == f"carol's approval of {INC} would change nothing, so it was not sent: alice already " \
+                          "approved it, and the first answer counts."
+        assert ignored == [f"carol's approval of {INC} changes nothing: the rollback to v2.15.0 was already "
+                           "approved by alice."]
+    else:
+        assert [refusal] == [text.replace("changes nothing:", "would change nothing, so it was not sent:")
+                             for text in ignored]
+
+
+@pytest.mark.parametrize("kind,status,is_open,answer", [
+    ("denied_then_rollback", "denied", False, ("bob", False)),
+    ("pending", "awaiting_approval", True, None),
+    ("approved_waiting", "approved", True, ("alice", True)),
+    ("escalate", "escalated", False, None),
+])
+def test_status_and_the_answer_that_counts(kind, status, is_open, answer):
+    fold = IncidentFold()
+    fold.add_all(answerable_story(kind))
+    t = fold.timeline(INC)
+    assert (t.status, t.is_open) == (status, is_open)
+    assert ((t.answer.by, t.answer.approved) if t.answer else None) == answer
+
+
+def test_an_answer_after_the_rollback_started_does_not_count():
+    fold = IncidentFold()
+    fold.add_all(story("upgrade") + [Approval(ts=T + 140, incident_id=INC, approved=False, by="bob")])
+    t = fold.timeline(INC)
+    assert t.status == "verified" and t.answer is None and [a.by for a in t.answers] == ["bob"]
+
+
+def test_a_front_ends_clock_times_a_question_out():
+    fold = IncidentFold()
+    fold.add_all(r for r in story("pending") if not isinstance(r, Metric))  # records up to T + 95
+    assert fold.timeline(INC).status == "awaiting_approval"
+    late = fold.timeline(INC, now_ts=T + 95 + 900 + 120)
+    assert (late.status, late.timed_out, late.question_due_ts, late.as_of_ts) == ("timed_out", True, T + 995,
+                                                                                  T + 1115)
+    assert late.refusal(False, "bob") == (f"bob's denial of {INC} would change nothing, so it was not sent: the "
+                                          "question timed out two minutes ago and was escalated to a human.")
+    assert fold.timeline(INC, now_ts=T).as_of_ts == T + 95  # an earlier clock does not rewind the records
+
+
+def test_the_partition_of_the_decisions_is_kept_and_round_trips():
+    fold = IncidentFold()
+    for r in story("pending"):
+        fold.add(r, partition=5 if isinstance(r, Decision) else 0)
+    assert fold.timeline(INC).partition == 5
+    assert IncidentFold.from_state(json.loads(json.dumps(fold.to_state()))).timeline(INC).partition == 5
+    unread = IncidentFold()
+    unread.add_all(story("pending"))
+    assert unread.timeline(INC).partition is None

@@ -112,7 +112,8 @@ def test_incidents_from_the_real_broker_and_an_answer(kafka, unique):
         server, ("approve", {"incident_id": INC, "by": "alice"}), ("deny", {"incident_id": INC, "by": "bob"}),
         ("get_incident", {"incident_id": INC}))
     assert structured(approved)["by"] == "alice via mcp" and structured(approved)["approved"] is True
-    assert again.is_error and f"incident {INC} is approved, not waiting for an answer" in again.content[0].text
+    assert again.is_error and (f"bob via mcp's denial of {INC} would change nothing, so it was not sent: "
+                               "alice via mcp already approved it, and the first answer counts.") in again.content[0].text
     assert [(a["by"], a["approved"]) for a in structured(after)["answers"]] == [("alice via mcp", True)]
 
 
