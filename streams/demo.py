@@ -191,13 +191,13 @@ def _first_errors(stack: DemoStack, timeline: Timeline, version: str, deploy_ts:
         return
     found = stack.load.traffic.first_error(version, deploy_ts)
     if found is not None:
-        second, counts = found
+        first_ts, counts = found
         before = stack.load.traffic.between(deploy_ts - 60, deploy_ts)
-        timeline.mark("errors", {"second": second})
+        timeline.mark("errors", {"ts": first_ts})
         timeline.show("errors", f"first 500s from {version}: {counts.error_versions[version]} of "
                                 f"{counts.requests} requests in that second ({GOOD_VERSION} failed "
                                 f"{before.error_rate:.1%} of requests in the minute before the deploy)",
-                      float(second))
+                      first_ts)
 
 
 def _report(console: Console, stack: DemoStack, timeline: Timeline, plot: Path | None) -> None:

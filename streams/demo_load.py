@@ -31,6 +31,7 @@ class Second:
     latencies_s: list[float] = field(default_factory=list)
     versions: Counter[str] = field(default_factory=Counter)
     error_versions: Counter[str] = field(default_factory=Counter)
+    first_error_ts: dict[str, float] = field(default_factory=dict)  # per version
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Traffic:
             second.versions[version] += 1
             if not ok:
                 second.error_versions[version] += 1
+                second.first_error_ts.setdefault(version, ts)
 
     def between(self, start_ts: float, end_ts: float) -> Seen:
         with self._lock:
@@ -73,12 +75,13 @@ class Traffic:
         return Seen(sum(s.requests for s in seconds), sum(s.errors for s in seconds), p95,
                     tuple(v for v, _ in versions.most_common()))
 
-    def first_error(self, version: str, after_ts: float) -> tuple[int, Second] | None:
-        """The first second at or after ``after_ts`` in which ``version`` answered an error."""
+    def first_error(self, version: str, after_ts: float) -> tuple[float, Second] | None:
+        """When ``version`` first answered an error at or after ``after_ts``, and that second's counts."""
         with self._lock:
             for t in sorted(self._seconds):
-                if t >= int(after_ts) and self._seconds[t].error_versions[version]:
-                    return t, self._seconds[t]
+                first = self._seconds[t].first_error_ts.get(version)
+                if t >= int(after_ts) and first is not None and first >= after_ts:
+                    return first, self._seconds[t]
         return None
 
 

@@ -108,6 +108,6 @@ def test_traffic_counts_what_users_saw_per_second() -> None:
     assert (seen.requests, seen.errors, seen.versions) == (102, 1, ("v2.15.0", "v2.15.1"))
     assert seen.p95_s == pytest.approx(0.0196)  # nearest rank: the 97th of 102 latencies
     assert traffic.first_error("v2.15.0", after_ts=0) is None
-    second, counts = traffic.first_error("v2.15.1", after_ts=1000.5)
-    assert (second, counts.requests, counts.error_versions["v2.15.1"]) == (1001, 2, 1)
-    assert traffic.first_error("v2.15.1", after_ts=1002) is None
+    first_ts, counts = traffic.first_error("v2.15.1", after_ts=1000.5)
+    assert (first_ts, counts.requests, counts.error_versions["v2.15.1"]) == (1001.5, 2, 1)
+    assert traffic.first_error("v2.15.1", after_ts=1001.6) is None
