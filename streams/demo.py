@@ -13,7 +13,6 @@ with ``--good``; ``denied`` when the answer was no).
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import shutil
@@ -22,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from types import FrameType
 
@@ -31,16 +29,14 @@ import yaml
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.markup import escape
-from rich.prompt import Confirm
 
-from actions.approvals import IncidentTopics, answer
 from backout.errors import BackoutError
 from backout.settings import load_config
 from streams.demo_service import VERSIONS
 from streams.demo_stack import GOOD_VERSION, SERVICE, DemoStack
+from streams.demo_story import Story, play
 from streams.demo_timeline import Timeline, result, watch
 
-TRAFFIC_EVERY_S = 10.0
 WARMUP_MARGIN_SAMPLES = 3  # samples past the monitors' warm-up, so that they test before the deploy
 SUCCESS = {"verified", "no_action", "denied"}
 
@@ -109,95 +105,13 @@ def _play(tmp: Path, timeline: Timeline, mode: str, config_path: Path | None, go
         watcher = threading.Thread(target=watch, args=(stack.kafka, timeline, stop), daemon=True)
         watcher.start()
         try:
-            status = _run(stack, timeline, good, yes, warmup_s, observe_s, timeout_s)
+            status = play(stack, timeline, Story(good, yes, warmup_s, observe_s, timeout_s))
             _report(console, stack, timeline, plot)
         finally:
             stop.set()
             watcher.join(timeout=5)
         console.print("stopping everything the demo started …")
     return status
-
-
-def _run(stack: DemoStack, timeline: Timeline, good: bool, yes: bool, warmup_s: float, observe_s: float,
-         timeout_s: float) -> str:
-    """Warm up, deploy, then watch until the story ends; the run's status."""
-    started = time.time()
-    next_traffic = started + TRAFFIC_EVERY_S
-    while time.time() < started + warmup_s:
-        next_traffic = _traffic(stack, timeline, next_traffic)
-        time.sleep(0.2)
-    deploy_ts = time.time()
-    timeline.deploy_ts = deploy_ts
-    record = stack.deploy(f"deploy-{int(deploy_ts)}", deploy_ts)
-    timeline.show("deploy", f"{SERVICE} {record.previous_version} → {record.version} ({record.deploy_id}): "
-                            f"nginx now sends every request to green", deploy_ts)
-    asked = False
-    while True:
-        now = time.time()
-        next_traffic = _traffic(stack, timeline, next_traffic)
-        _first_errors(stack, timeline, record.version, deploy_ts)
-        decision = timeline.first("decision")
-        if decision is not None:
-            action = decision.record["action"]
-            if good:
-                return f"unexpected_{action}"
-            if action == "escalate":
-                return "escalated"
-            if action == "request_approval" and not asked:
-                asked = True
-                if not _ask(stack, timeline, decision.record, yes):
-                    time.sleep(2)  # the approval's line
-                    return "denied"
-        for step in ("verified", "not_recovered", "failed"):
-            if timeline.first(step) is not None:
-                time.sleep(TRAFFIC_EVERY_S / 2)  # a little traffic after the end, seen by users
-                _traffic(stack, timeline, 0.0)
-                return step
-        if good and now > deploy_ts + observe_s:
-            return "no_action"
-        if now > deploy_ts + timeout_s:
-            return "timeout"
-        time.sleep(0.2)
-
-
-def _ask(stack: DemoStack, timeline: Timeline, decision: dict, yes: bool) -> bool:
-    """Put the worker's question to the terminal (or answer yes for the user); send the answer."""
-    question = (f"Roll {decision['service']} back from {decision.get('from_version')} to "
-                f"{decision.get('to_version')} ({decision['incident_id']})?")
-    if yes:
-        approved = True
-        timeline.show("approval", f"{question} yes (--yes)")
-    else:
-        approved = Confirm.ask(f"[bold magenta]{question}[/bold magenta]", console=timeline.console, default=True)
-    answer(stack.kafka, IncidentTopics(), decision["incident_id"], approved, getpass.getuser(), via="demo")
-    return approved
-
-
-def _traffic(stack: DemoStack, timeline: Timeline, due_ts: float) -> float:
-    """Every ``TRAFFIC_EVERY_S``: what users saw over the last interval, from their own counts."""
-    now = time.time()
-    if now < due_ts:
-        return due_ts
-    seen = stack.load.traffic.between(now - TRAFFIC_EVERY_S, now)
-    p95 = f"{seen.p95_s * 1000:.0f} ms" if seen.p95_s is not None else "-"
-    timeline.show("traffic", f"{seen.requests / TRAFFIC_EVERY_S:.0f} req/s, {seen.error_rate:.1%} errors, "
-                             f"p95 {p95}, served by {', '.join(seen.versions) or 'nobody'}", now)
-    return now + TRAFFIC_EVERY_S
-
-
-def _first_errors(stack: DemoStack, timeline: Timeline, version: str, deploy_ts: float) -> None:
-    """The first 500 users got from the new version, next to the old version's usual rate."""
-    if timeline.first("errors") is not None:
-        return
-    found = stack.load.traffic.first_error(version, deploy_ts)
-    if found is not None:
-        first_ts, counts = found
-        before = stack.load.traffic.between(deploy_ts - 60, deploy_ts)
-        timeline.mark("errors", {"ts": first_ts})
-        timeline.show("errors", f"first 500s from {version}: {counts.error_versions[version]} of "
-                                f"{counts.requests} requests in that second ({GOOD_VERSION} failed "
-                                f"{before.error_rate:.1%} of requests in the minute before the deploy)",
-                      first_ts)
 
 
 def _report(console: Console, stack: DemoStack, timeline: Timeline, plot: Path | None) -> None:
