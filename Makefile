@@ -40,6 +40,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/bluegreen.py --json
 	$(BIN)/python bench/feeds.py --json
 	$(BIN)/python bench/recovery.py --json
+	$(BIN)/python bench/executor.py --json
 	$(BIN)/python bench/demo.py --json
 
 clean:

@@ -59,7 +59,7 @@ ask the target which version runs before acting.
 >>> from backout.contracts import Decision, Target
 >>> d = Decision(ts=1000.0, incident_id="inc-1", service="checkout", action="rollback",
 ...              from_version="v2", to_version="v1", confidence=1.0, reason="Error rate 10x.",
-...              target=Target(kind="kubernetes"))
+...              target=Target(kind="kubernetes", namespace="shop", name="checkout"))
 >>> state, out = step(None, d)
 >>> [type(o).__name__ for o in out], out[0].status
 (['Verification', 'Alert', 'Execute'], 'executing')
@@ -167,6 +167,7 @@ class _Incident:
     deadline_ts: float | None = None  # of the question, or of an early answer
     answer: list[Any] | None = None  # [approved, by, ts]
     started_ts: float | None = None  # Execute returned
+    executed_ts: float | None = None  # the executed verification's ts: the recovery test runs from here
     by: str | None = None  # who approved the execution; None: automatic
     closed_ts: float | None = None
     note: str = ""  # why it was refused
@@ -210,9 +211,16 @@ class ServiceGate:
                         f"got {type(record).__name__}")
 
     def resume(self) -> list[Output]:
-        """After a restart: the rollbacks that were executing, to be checked on the target first."""
-        return [Execute(self._rollback(inc), resume=True) for _, inc in sorted(self._incidents.items())
-                if inc.phase == "executing" and inc.decision is not None]
+        """After a restart or a partition handover: the rollbacks that were executing, to be checked
+        on the target first, and the recovery tests that were running (they restart from the onset,
+        in event time, so they give the verdict they would have given)."""
+        out: list[Output] = []
+        for key, inc in sorted(self._incidents.items()):
+            if inc.phase == "executing" and inc.decision is not None:
+                out.append(Execute(self._rollback(inc), resume=True))
+            elif inc.phase == "executed" and inc.executed_ts is not None and inc.blamed:
+                out.append(self._verify(key, inc, inc.executed_ts))
+        return out
 
     @property
     def next_due_ts(self) -> float | None:
@@ -383,18 +391,15 @@ class ServiceGate:
             return [Ignored(key, f"{v.status} verification for an incident that is {phase}")]
         to_version = str(inc.to_version)
         if v.status == "executed":
-            inc.phase, inc.decision = "executed", None
+            inc.phase, inc.decision, inc.executed_ts = "executed", None, v.ts
             self._learn_running(v.ts, inc.to_version, authoritative=True)
             took_s = v.ts - (inc.started_ts if inc.started_ts is not None else v.ts)
             if not inc.blamed:
                 self._close(inc, "executed", v.ts)
                 return [v, Alert(ts=v.ts, incident_id=key, severity="warning",
                                  text=wording.nothing_to_verify(self.service, to_version))]
-            blamed = tuple(Blamed(str(m), float(b), float(s), None if t is None else float(t))
-                           for m, b, s, t in inc.blamed)
             text = wording.executed(self.service, to_version, took_s, self.settings.verify_within_s)
-            return [v, Alert(ts=v.ts, incident_id=key, severity="info", text=text),
-                    Verify(key, self.service, inc.version, v.ts, self.settings.verify_within_s, blamed)]
+            return [v, Alert(ts=v.ts, incident_id=key, severity="info", text=text), self._verify(key, inc, v.ts)]
         self._close(inc, cast(Phase, v.status), v.ts)  # a key of AFTER, each a Phase
         if v.status == "failed":
             text = wording.rollback_failed(self.service, to_version, v.detail or "the executor gave no detail")
@@ -403,6 +408,11 @@ class ServiceGate:
             return [v, Alert(ts=v.ts, incident_id=key, severity="info", text=wording.rollback_verified(v.detail))]
         return [v, Alert(ts=v.ts, incident_id=key, severity="critical",
                          text=wording.rollback_not_recovered(self.service, v.detail))]
+
+    def _verify(self, key: str, inc: _Incident, executed_ts: float) -> Verify:
+        blamed = tuple(Blamed(str(m), float(b), float(s), None if t is None else float(t))
+                       for m, b, s, t in inc.blamed)
+        return Verify(key, self.service, inc.version, executed_ts, self.settings.verify_within_s, blamed)
 
     def _deploy(self, dep: Deploy) -> None:
         if dep.target is not None and (self._target is None or dep.ts >= self._target[0]):

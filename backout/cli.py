@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "broker": ("streams.broker:broker", "Run the embedded Kafka-protocol broker (tansu) in the foreground."),
     "topics": ("streams.admin:topics", "Provision Backout's topics on the broker, idempotently."),
     "worker": ("streams.worker:worker", "Run the stream processor: metrics and deploys in, anomalies and decisions out."),
-    "executor": (None, "Run the rollback executor: approval gate, targets, verification."),
+    "executor": ("actions.service:executor", "Run the rollback executor: approval gate, targets, verification."),
     "backtest": ("streams.backtest:backtest", "Replay a JSON Lines file through the core and print its decisions."),
     "simulate": ("streams.simulate:simulate", "Write realistic labelled scenarios as JSON Lines."),
     "demo": ("streams.demo:demo", "Deploy a bad version behind a real nginx; watch it rolled back and verified."),

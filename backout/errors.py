@@ -6,6 +6,8 @@
     ├── SampleRejected           a valid sample the detectors cannot use
     │   ├── DuplicateSample      same (service, metric, ts) seen already
     │   ├── OutOfOrderSample     older than the newest sample of its stream
+    │   ├── FutureSample         far ahead of its partition's event time
+    │   ├── LateSample           a new stream's first sample, far behind its partition's event time
     │   ├── UnknownMetric        a metric the configuration has no spec for
     │   └── UnexpectedRecord     a record of a type this stage does not take
     ├── BrokerError              the Kafka broker cannot be started or reached
@@ -41,6 +43,14 @@ class DuplicateSample(SampleRejected):
 
 class OutOfOrderSample(SampleRejected):
     """A sample older than the newest one of its stream."""
+
+
+class FutureSample(SampleRejected):
+    """A sample stamped more than ``max_future_skew_s`` ahead of its partition's event time."""
+
+
+class LateSample(SampleRejected):
+    """A new stream's sample stamped more than ``max_lateness_s`` behind its partition's event time."""
 
 
 class UnknownMetric(SampleRejected):

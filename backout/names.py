@@ -22,12 +22,19 @@ image          an OCI repository: ``[host[:port]/]path``,         1-255   the di
                lower-case path components                                reference grammar
 address        ``host:port``: a DNS name, an IPv4 address or a   1-261   nginx's ``server``
                bracketed IPv6 address; port 1-65535                      address (no unix sockets)
+id             letters, digits, ``.``, ``_``, ``-``, ``:``,      1-512   deploy and incident ids:
+               ``@``, ``+``, ``/``, ``#``; a letter or digit             uuids, hashes, ``svc-017``,
+               first                                                     ``shop/checkout#7.1f2e3d4c``
+label          letters, digits, ``_``, ``.``, ``:``, ``/``,      1-128   Prometheus label names,
+               ``-``; not a digit first                                  OpenTelemetry attribute keys
+target_kind    lower-case letters, digits, ``_``, ``-``;         1-32    it picks an executor
+               a letter first
 =============  ===============================================  ======  =========================
 
 Nothing here allows a space, a quote, ``$``, ``;``, ``/`` (except between an
-image's path components, and in a kubeconfig context name, which only picks an
-entry of the executor's own kubeconfig and goes into no path) or ``..``: a name
-that passed can go into a path, an argument list or a log line as it is.
+image's path components, and in a kubeconfig context name, an id or a label
+key, which name things and go into no path) or ``..``: a name that passed can
+go into a path, an argument list or a log line as it is.
 
 >>> check("service", "checkout")
 'checkout'
@@ -47,7 +54,7 @@ from typing import Literal
 from backout.errors import ContractError
 
 NameKind = Literal["service", "metric", "k8s_name", "namespace", "container", "kube_context", "version",
-                   "image", "address"]
+                   "image", "address", "id", "label", "target_kind"]
 
 _LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
 _HOST_LABEL = r"[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
@@ -76,6 +83,13 @@ FORMATS: dict[str, tuple[re.Pattern[str], int, str]] = {
     "address": (re.compile(rf"(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9A-Fa-f:.]{{2,45}}\]):{_PORT}"), 261,
                 "host:port, the host a DNS name, an IPv4 address or a bracketed IPv6 address, "
                 "the port 1-65535 (an nginx upstream server)"),
+    "id": (re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/#-]{0,511}"), 512,
+           "letters, digits, '.', '_', '-', ':', '@', '+', '/' and '#', a letter or digit first, at most 512"),
+    "label": (re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]{0,127}"), 128,
+              "letters, digits, '_', '.', ':', '/' and '-', not a digit first, at most 128 (a Prometheus label "
+              "name or an OpenTelemetry attribute key)"),
+    "target_kind": (re.compile(r"[a-z][a-z0-9_-]{0,31}"), 32,
+                    "lower-case letters, digits, '_' and '-', a letter first, at most 32"),
 }
 
 

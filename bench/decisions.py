@@ -4,7 +4,12 @@
     .venv/bin/python bench/decisions.py --seeds 4       # a quicker table
 
 Each seed is a ``backout simulate`` scenario (4 h, 8 services, 10 s
-sampling, every event kind in turn). Backout's decisions come from exactly the
+sampling, every event kind in turn): world 1, the data the defaults were
+chosen on. ``world2`` in the output scores the same deciders on
+``bench/world2.py``, an independent generator (its own noise models and
+events; ``sim`` at 10-15 s, ``slow`` at 30 s, ``testbed`` cases at 1 min
+with rates without counts): the figures that count (DETECTION.md,
+"Generalization"). Backout's decisions come from exactly the
 backtest code (:func:`streams.backtest.replay`); the references see the same
 records in the same order. Per decider:
 
@@ -17,7 +22,12 @@ records in the same order. Per decider:
 * ``delay_clear_s`` / ``delay_all_s``: median and p90 event seconds from the
   labelled onset to the first decision, for caught clear (all) bad deploys;
 * ``wrong_targets``: rollbacks or requests whose target is not a version that
-  ran long and clean before the bad deploy.
+  ran long and clean before the bad deploy (world 2: not *the* version it
+  replaced, unless that one was bad or new);
+* ``false_question_rate``: good deploys that got a ``request_approval``, over
+  ``good_deploys``; ``precision``: caught bad incidents over caught bad
+  incidents plus good deploys that got a rollback or a question;
+  ``false_by_kind``: those good deploys by kind.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from backout.contracts import Decision, Deploy, Metric, encode  # noqa: E402
 from backout.errors import SampleRejected  # noqa: E402
 from backout.settings import load_config  # noqa: E402
-from bench.reference import argo_like, flagger_like  # noqa: E402
+from bench import world2  # noqa: E402
+from bench.reference import THRESHOLDS, ThresholdAnalysis, argo_like, flagger_like  # noqa: E402
 from streams.backtest import replay  # noqa: E402
 from streams.simulate import EVENTS, scenario  # noqa: E402
 
@@ -127,6 +139,13 @@ def summarise(parts: list[dict[str, Any]]) -> dict[str, Any]:
     false_rb = [x for p in parts for x in p["false_rollbacks"]]
     false_ap = [x for p in parts for x in p["false_approvals"]]
     good = sum(p["good_deploys"] for p in parts)
+    paged = {(i, x["deploy_id"]): x["kind"] for i, p in enumerate(parts)
+             for x in p["false_rollbacks"] + p["false_approvals"]}
+    asked = {(i, x["deploy_id"]) for i, p in enumerate(parts) for x in p["false_approvals"]}
+    caught = sum(r["caught"] for r in rows)
+    false_by_kind: dict[str, int] = {}
+    for kind in paged.values():
+        false_by_kind[str(kind)] = false_by_kind.get(str(kind), 0) + 1
     return {
         "bad_clear": len(clear), "bad_ambiguous": len(ambiguous), "good_deploys": good,
         "recall_clear": rate(clear, "caught"), "recall_ambiguous": rate(ambiguous, "caught"),
@@ -137,7 +156,24 @@ def summarise(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "wrong_targets": sum(r["wrong_target"] for r in rows),
         "by_kind": {k: {**v, "delays_s": sorted(v["delays_s"])} for k, v in sorted(by_kind.items())},
         "false_rollback_cases": false_rb[:10], "false_approval_cases": false_ap[:10],
+        "false_question_rate": round(len(asked) / good, 3) if good else None,
+        "precision": round(caught / (caught + len(paged)), 3) if caught + len(paged) else None,
+        "false_by_kind": dict(sorted(false_by_kind.items())),
     }
+
+
+def world2_part(mode: str, seeds: int, config_path: str | None, first: int = 1) -> dict[str, Any]:
+    """Score the deciders on ``seeds`` world-2 scenarios of one mode (seeds first..first+N-1)."""
+    parts: dict[str, list[dict[str, Any]]] = {"backout": [], "argo_like": [], "flagger_like": []}
+    for seed in range(first, first + seeds):
+        records, labels = world2.scenario(seed, mode)
+        scale = 1000.0 if labels["latency_unit"] == "ms" else 1.0
+        thresholds = {**THRESHOLDS, "latency_p95": ("max", THRESHOLDS["latency_p95"][1] * scale)}
+        parts["backout"].append(score(run_backout(records, config_path)[0], labels))
+        for name, failures in (("argo_like", 3), ("flagger_like", 5)):
+            make = partial(ThresholdAnalysis, name.replace("_", "-"), failures, thresholds=thresholds)
+            parts[name].append(score(run_reference(make, records), labels))
+    return {"scenarios": seeds, "first_seed": first, **{k: summarise(v) for k, v in parts.items()}}
 
 
 @click.command()
@@ -146,8 +182,12 @@ def summarise(parts: list[dict[str, Any]]) -> dict[str, Any]:
 @click.option("--hours", default=4.0, show_default=True, type=click.FloatRange(min=1), help="Length of each scenario.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="Backout policy YAML (default: built-in defaults).")
+@click.option("--world2-seeds", "w2_seeds", default=12, show_default=True, type=click.IntRange(0, 1000),
+              help="World-2 scenarios per mode (sim, slow: a third of it; testbed: twice it). 0: world 1 only.")
+@click.option("--world2-first-seed", "w2_first", default=1, show_default=True, type=click.IntRange(1),
+              help="First world-2 seed (seeds already looked at while developing can be left out).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON on stdout.")
-def main(seeds: int, hours: float, config_path: str | None, as_json: bool) -> None:
+def main(seeds: int, hours: float, config_path: str | None, w2_seeds: int, w2_first: int, as_json: bool) -> None:
     """Score Backout, an Argo-Rollouts-like and a Flagger-like decider on the same simulated set."""
     kinds = list(EVENTS)
     parts: dict[str, list[dict[str, Any]]] = {"backout": [], "argo_like": [], "flagger_like": []}
@@ -169,6 +209,10 @@ def main(seeds: int, hours: float, config_path: str | None, as_json: bool) -> No
                         "backout_s_per_scenario": round(timing["backout_s"] / seeds, 2)}
     b, a = result["backout"]["delay_clear_s"]["median"], result["argo_like"]["delay_clear_s"]["median"]
     result["speedup_vs_argo_median_clear"] = round(a / b, 2) if a and b else None
+    if w2_seeds:
+        result["world2"] = {"sim": world2_part("sim", w2_seeds, config_path, w2_first),
+                            "slow": world2_part("slow", max(1, w2_seeds // 3), config_path, w2_first),
+                            "testbed": world2_part("testbed", 2 * w2_seeds, config_path, w2_first)}
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return
@@ -188,6 +232,20 @@ def main(seeds: int, hours: float, config_path: str | None, as_json: bool) -> No
         click.echo(f"  {kind:32} {v['caught']}/{v['n']} caught, {v['rolled_back']} rolled back, delays {v['delays_s']}")
     for case in b["false_rollback_cases"] + b["false_approval_cases"]:
         click.echo(f"  FALSE {case['action']} {case['deploy_id']} ({case['kind']}): {case['reason']}")
+    keys += ["false_question_rate", "precision"]
+    for mode, part in result.get("world2", {}).items():
+        w = part["backout"]
+        click.echo(f"world 2, {mode} ({part['scenarios']} scenarios: bad clear {w['bad_clear']}, "
+                   f"ambiguous {w['bad_ambiguous']}, good deploys {w['good_deploys']})")
+        for key in keys:
+            click.echo(f"  {key:22}" + "".join(f"{part[n][key]!s:>16}" for n in parts))
+        for q in ("median", "p90"):
+            click.echo(f"  {'delay_clear_s ' + q:22}" + "".join(f"{part[n]['delay_clear_s'][q]!s:>16}"
+                                                              for n in parts))
+        click.echo(f"  false by kind: {w['false_by_kind']}")
+        for kind, v in w["by_kind"].items():
+            click.echo(f"  {kind:32} {v['caught']}/{v['n']} caught, {v['rolled_back']} rolled back, "
+                       f"delays {v['delays_s']}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,16 @@ Measures as defined in ../shared/DETECTION.md:
   ``--sensitivity``, ``tcpd_sensitivity`` repeats the run with the defaults
   moved (trend half-life x slope t, warm-up, baseline half-life, no trend):
   25 series are few, and a score that holds only at one setting means little.
+* ``anchored``: the deploy-anchored test (:mod:`detectors.anchored`) at its default
+  ``alpha`` (false flags per good deploy per metric). ``false_flags_per_deploy``:
+  deploys placed every ~100 samples on long clean streams, each test run for its
+  horizon (60 samples), on the production-like noise above (``clean``) and on
+  noise it was not designed on (``drifting``: the base error rate a multiplicative
+  AR(1), 20 min time constant, sd 0.3, beta-binomial counts; Student-t AR(1) log
+  latency), for a warm stream (90 samples in the window, long-run noise learnt)
+  and young streams whose whole history is 8, 16 or 30 samples. ``delays``: the
+  number of shifted samples seen at the flag, per case as in ``delay_cases``,
+  against ``max(ln(1/alpha)/KL, k+1)``, warm and with 8 samples of history.
 * ``reference``: river's generic drift detectors (``river.drift.ADWIN`` and
   ``river.drift.PageHinkley``, at their defaults) fed the same sample values,
   scored the same way (delay ratio to the bound, false alarms per 100,000
@@ -57,6 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backout.contracts import Metric  # noqa: E402
 from bench import tcpd  # noqa: E402
+from detectors.anchored import RecentWindow  # noqa: E402
 from detectors.calibration import delay_bound  # noqa: E402
 from detectors.monitor import MetricMonitor  # noqa: E402
 from detectors.spec import MetricSpec, spec_for  # noqa: E402
@@ -184,6 +195,118 @@ def _clean_streams(seed: int, samples: int) -> list[tuple[str, list[Metric]]]:
     return streams
 
 
+ANCHOR_ALPHA = 0.003  # the default of detectors.anchored.AnchoredTest
+ANCHOR_HORIZON = 60  # samples a test runs for (600 s at 10 s)
+
+
+def _drifting_streams(seed: int, samples: int) -> list[tuple[str, list[Metric]]]:
+    """Clean streams with noise the anchored test was not designed on (see module doc)."""
+    rng = np.random.default_rng(seed)
+    t = T0 + STEP_S * np.arange(samples)
+    streams = []
+    phi_rate = math.exp(-STEP_S / 1200.0)
+    for j, (rps, p) in enumerate([(5.0, 0.01), (30.0, 0.005), (100.0, 0.003), (300.0, 0.002)]):
+        z = np.zeros(samples)
+        eps = rng.normal(0, 0.3 * math.sqrt(1 - phi_rate ** 2), samples)
+        for i in range(1, samples):
+            z[i] = phi_rate * z[i - 1] + eps[i]
+        requests = rng.poisson(rps * STEP_S, samples).astype(float)
+        prate = np.clip(p * np.exp(z), 1e-6, 0.5)
+        errors = rng.binomial(requests.astype(int), rng.beta(prate * 1000, (1 - prate) * 1000))
+        rate = np.where(requests > 0, errors / np.maximum(requests, 1), 0.0)
+        a = np.zeros(samples)
+        tnoise = rng.standard_t(4, samples) * 0.05 * math.sqrt(0.5)
+        for i in range(1, samples):
+            a[i] = 0.8 * a[i - 1] + tnoise[i]
+        latency = (0.1 + 0.1 * j) * np.exp(a)
+        svc = f"d{j}"
+        streams.append(("error_rate", [Metric(ts=float(t[i]), service=svc, metric="error_rate",
+                                              value=float(rate[i]), count=float(requests[i])) for i in range(samples)]))
+        streams.append(("latency_p95", [Metric(ts=float(t[i]), service=svc, metric="latency_p95",
+                                               value=float(latency[i])) for i in range(samples)]))
+    return streams
+
+
+def anchored_false_flags(seed: int, samples: int, stride: int = 97) -> dict:
+    """False flags per good deploy of the anchored test: warm streams and young ones (see module doc)."""
+    out: dict[str, dict] = {}
+    for noise, streams in (("clean", _clean_streams(seed, samples)), ("drifting", _drifting_streams(seed, samples))):
+        for history in ("warm", 8, 16, 30):
+            flags: dict[str, int] = {}
+            tests: dict[str, int] = {}
+            for metric, records in streams:
+                spec = spec_for(metric)
+                assert spec is not None
+                win = RecentWindow(spec)
+                for i, r in enumerate(records):
+                    if history == "warm" and i >= 600 and i % stride == 0 and i + ANCHOR_HORIZON < len(records):
+                        test = win.start(r.ts - 1.0)
+                    elif history != "warm" and i % stride == 0 and i >= 600 and i + ANCHOR_HORIZON < len(records):
+                        young = RecentWindow(spec)
+                        for q in records[i - int(history):i]:
+                            young.add(q.value, q.count, q.ts)
+                        test = young.start(r.ts - 1.0)
+                    else:
+                        test = None
+                    win.add(r.value, r.count, r.ts)
+                    if test is None:
+                        continue
+                    tests[metric] = tests.get(metric, 0) + 1
+                    for q in records[i:i + ANCHOR_HORIZON]:
+                        if test.update(q.value, q.count, q.ts):
+                            flags[metric] = flags.get(metric, 0) + 1
+                            break
+            total = sum(tests.values())
+            out[f"{noise} {history}"] = {
+                "deploys": total, "flags": sum(flags.values()),
+                "per_deploy": round(sum(flags.values()) / total, 4) if total else None,
+                "per_metric": {m: round(flags.get(m, 0) / n, 4) for m, n in sorted(tests.items())}}
+    return {"alpha": ANCHOR_ALPHA, **out}
+
+
+def anchored_delays(runs: int, seed: int) -> list[dict]:
+    """Delay of the anchored test, in shifted samples, against ``max(ln(1/alpha)/KL, k+1)``."""
+    rng = np.random.default_rng(seed)
+    cases = [("error_rate", f, n) for f in (2.0, 3.0, 10.0) for n in (20, 200, 2000)]
+    cases += [("latency_p95", f, None) for f in (1.5, 2.0)]
+    out = []
+    for metric, factor, n in cases:
+        spec = spec_for(metric)
+        assert spec is not None
+        p0, sigma = 0.005, 0.1
+        kl = _kl_binomial(n, p0, p0 * factor) if n is not None else math.log(factor) ** 2 / (2 * sigma * sigma)
+        bound = max(math.log(1 / ANCHOR_ALPHA) / kl, spec.spike_samples + 1.0)
+        row: dict = {"case": f"{metric} x{factor:g}" + (f" at {n} req" if n else ""),
+                     "kl_per_sample": round(kl, 4), "bound": round(bound, 2)}
+        for history in (600, 8):
+            delays = []
+            for _ in range(runs):
+                total = history + ANCHOR_HORIZON
+                shifted = np.arange(total) >= history
+                if n is not None:
+                    values = rng.binomial(n, np.where(shifted, p0 * factor, p0)) / n
+                else:
+                    values = 0.3 * np.exp(rng.normal(0, sigma, total)) * np.where(shifted, factor, 1.0)
+                win = RecentWindow(spec)
+                for i in range(history):
+                    win.add(float(values[i]), None if n is None else float(n), STEP_S * i)
+                test = win.start(STEP_S * history - 1.0)
+                assert test is not None
+                delay = math.inf
+                for i in range(history, total):
+                    if test.update(float(values[i]), None if n is None else float(n), STEP_S * i):
+                        delay = i - history + 1
+                        break
+                delays.append(delay)
+            med = statistics.median(delays)
+            key = "warm" if history == 600 else f"history_{history}"
+            row[key] = {"median_delay": med if math.isfinite(med) else None,
+                        "ratio": round(med / bound, 3) if math.isfinite(med) else None,
+                        "missed": sum(math.isinf(d) for d in delays)}
+        out.append(row)
+    return out
+
+
 def false_alarms(seed: int, samples: int) -> tuple[dict, int, float]:
     streams = _clean_streams(seed, samples)
     alarms: dict[str, int] = {}
@@ -288,6 +411,10 @@ def main(as_json: bool, runs: int, samples: int, seed: int, sensitivity: bool) -
     out = {"delay_ratio_to_bound": statistics.median(ratios), "delay_cases": cases,
            "false_alarms_per_1e5": fa["total"], "false_alarms": fa}
     out.update(tcpd_run())
+    delays = anchored_delays(runs, seed)
+    warm = [math.inf if c["warm"]["ratio"] is None else c["warm"]["ratio"] for c in delays]
+    out["anchored"] = {"false_flags": anchored_false_flags(seed + 3, min(samples, 20000)),
+                       "delay_ratio_to_bound_warm": statistics.median(warm), "delays": delays}
     if sensitivity:
         out["tcpd_sensitivity"] = tcpd_sensitivity()
     out["reference"] = reference(runs, seed, samples)

@@ -85,6 +85,9 @@ class Counting:
     def idle(self, partition: int) -> list[Any]:
         return []
 
+    def before(self) -> None:
+        pass
+
     def assigned(self, partitions: list[int]) -> None:
         pass
 

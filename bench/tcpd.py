@@ -30,10 +30,13 @@ The doctests are the examples of TCPDBench's ``analysis/scripts/metrics.py``:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tcpd"
+# the shared data sit beside the checkout (../shared); a worktree elsewhere names them in BACKOUT_TCPD_DIR
+DATA = Path(os.environ.get("BACKOUT_TCPD_DIR")
+            or Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tcpd")
 EXCLUDED = {"quality_control_1", "quality_control_2", "quality_control_3", "quality_control_4",
             "quality_control_5", "uk_coal_employ"}
 

@@ -106,6 +106,14 @@ class PolicyConfig(_Frozen):
     clean_s: float = Field(default=CLEAN_S, gt=0, description="a version that ran this long without blame is known good")
     succession_s: float = Field(default=120.0, ge=0, description="two deploys of a service this close: blame is ambiguous")
     follow_s: float = Field(default=30.0, ge=0, description="a service whose shift started up to this long after another deployed service's is its caller, not the cause (cascades reach callers within a few samples; unrelated services in a large fleet deploy minutes apart all the time)")
+    depends_on: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="optional call graph, "
+        "caller: [callees]; with it a shift is excused as a caller's only when the service calls the first mover "
+        "(directly or through others); without it, only when it is on the same metric and not much larger")
+    follow_ratio: float = Field(default=2.0, ge=1.0, description="without depends_on, a caller's shift is at most "
+        "this many times its callee's (in the metric's units: errors and latency a callee adds to its callers "
+        "cannot much exceed its own); a larger one is the service's own")
+    late_ramp_s: float = Field(default=600.0, gt=0, description="a shift that began later than clear_within_s after "
+        "the deploy is asked about only if larger: the factor needed grows from act_ratio to clear_ratio over this long")
     shared: SharedIncident = Field(default_factory=SharedIncident)
     context_metrics: tuple[str, ...] = Field(default=("requests",), description="metrics that are context, not harm: never blamed on a deploy; a shift of "
         "one on the same service at the same time makes the blame ambiguous (it might be traffic)")
@@ -147,6 +155,11 @@ class BackoutConfig(_Frozen):
     deploy_lateness_s: float = Field(default=15.0, ge=0, description="how late a deploy record may be read, behind "
                                      "the metrics: a decision due at T counts the deploys stamped up to T minus this, "
                                      "and is never due before onset + onset_slack_s + this")
+    max_future_skew_s: float = Field(default=600.0, gt=0, description="a sample stamped further ahead of its metrics "
+                                     "partition's event time is refused (a clock or unit error must not move time)")
+    max_lateness_s: float = Field(default=3600.0, gt=0, description="a new stream's first sample stamped further "
+                                  "behind its partition's event time is refused; more than max_future_skew_s, so that "
+                                  "one service with a fast clock cannot lock the others out")
 
     @field_validator("metrics", mode="before")
     @classmethod

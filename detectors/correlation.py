@@ -9,14 +9,19 @@ The questions an on-call engineer asks, in order:
    cascade to its callers: blamed, but never clear-cut.
 2. *Did the shift start before the deploy?* Then that deploy did not cause it:
    ``before_deploy``. No deploy in the window before the onset: ``no_deploy``.
-   An onset is an estimate (a CUSUM's last zero drifts early on noise, by
-   minutes for a moderate shift), so a shift dated before a deploy but
-   confirmed on at least ``min_samples`` samples taken after it is blamed on
-   that deploy, never clear-cut: only a shift confirmed before the deploy
-   certainly predates it.
-3. *Did another service that also deployed move first?* Then this one is its
-   caller, hurt by it: ``follower`` (the other service's own shift is blamed).
-   Onsets within ``onset_slack_s`` of each other are the same moment: then
+   A deploy's own shifts are found and dated by its anchored test
+   (:mod:`detectors.anchored`), which dates one before the deploy only when
+   the data clearly favour it: so an onset before the deploy, from either
+   detector, means the shift was already there.
+3. *Did another service that also deployed move first?* Then this one may be
+   its caller, hurt by it: ``follower`` (the other service's own shift is
+   blamed) — if it calls it (``depends_on``, the optional call graph) or,
+   without a graph, if its shift is on the same metric and at most
+   ``follow_ratio`` times as large (a callee's extra errors and latency reach
+   its callers diluted). A shift on another metric, or much larger, is this
+   service's own: two bad deploys a few seconds apart are both blamed.
+   Onsets within ``onset_slack_s`` (or two sampling intervals, if longer) of
+   each other are the same moment: then
    this one is the follower if the other's deploy is already blamed, and the
    blame is ambiguous otherwise.
 4. Otherwise blame the latest deploy before the onset: ``blame``, with the
@@ -42,14 +47,6 @@ from detectors.deploys import Change, ServiceView
 VerdictKind = Literal["blame", "no_deploy", "before_deploy", "shared", "follower", "wait"]
 
 
-def samples_since(anomaly: Anomaly, ts: float) -> float:
-    """About how many of the excursion's samples were taken at or after ``ts`` (0 if unknown)."""
-    if anomaly.samples < 2 or anomaly.detected_ts <= anomaly.onset_ts:
-        return 0.0
-    step_s = (anomaly.detected_ts - anomaly.onset_ts) / (anomaly.samples - 1)
-    return max(0.0, (anomaly.detected_ts - ts) / step_s + 1)
-
-
 @dataclass
 class Verdict:
     kind: VerdictKind
@@ -60,6 +57,7 @@ class Verdict:
     shared: list[str] = field(default_factory=list)  # services that shifted together (shared)
     leader: str | None = None  # the service that moved first (follower)
     later_change: Change | None = None  # the deploy that came after the onset (before_deploy)
+    traffic: float | None = None  # the service's own traffic grew this many times at the same moment
 
 
 def adverse_factor(shift: Anomaly, direction: str | None) -> float:
@@ -84,20 +82,15 @@ def blameable(change: Change, onset_ts: float, policy: PolicyConfig) -> bool:
 
 def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
               views: Callable[[str], ServiceView], services_total: int, policy: PolicyConfig,
-              due_ts: float, extended: bool = False, min_samples: int = 3,
+              due_ts: float, extended: bool = False,
               blamed: Callable[[str, str], bool] = lambda service, deploy_id: False) -> Verdict:
     """Judge one shift; ``shifts`` are every known shift detected by ``due_ts`` (the candidate's too).
 
-    ``min_samples``: the fewest samples a shift is ever confirmed on; ``blamed(service, deploy_id)``:
-    whether a decision already blamed that deploy.
+    ``blamed(service, deploy_id)``: whether a decision already blamed that deploy.
     """
     shifts = [s for s in shifts if s.detected_ts <= due_ts]
     candidates = [c for c in view.changes if blameable(c, shift.onset_ts, policy)]
-    # deploys after the onset estimate, with enough of the evidence taken after them to be its cause
-    candidates += [c for c in view.changes if shift.onset_ts + policy.onset_slack_s < c.ts < shift.detected_ts
-                   and samples_since(shift, c.ts) >= min_samples]
     change = candidates[-1] if candidates else None
-    dated_before = change is not None and not blameable(change, shift.onset_ts, policy)
 
     # 1. everybody's problem?
     cfg = policy.shared
@@ -105,12 +98,14 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
                        and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s} | {shift.service})
     needed = max(cfg.min_services, math.ceil(cfg.min_fraction * max(services_total, len(together))))
     # a deployed service that moved before all the others may be the cause of a cascade to its callers
-    leader = change is not None and all(s.onset_ts >= shift.onset_ts for s in shifts if s.service in together
-                                        and s.metric == shift.metric and s.service != shift.service)
+    # (as long as they could be its callers: per the graph, or with shifts no larger than its own)
+    others = [s for s in shifts if s.service in together and s.metric == shift.metric and s.service != shift.service]
+    leader = change is not None and all(s.onset_ts >= shift.onset_ts and _could_follow(s, shift, policy)
+                                        for s in others)
     if len(together) >= needed and not leader:
         return Verdict("shared", change=change, shared=together,
                        lag_s=None if change is None else shift.onset_ts - change.ts)
-    if cfg.suspect_services <= len(together) < needed and not extended and not leader:
+    if cfg.suspect_services <= len(together) < needed and not extended:  # a leader too: are they its callers?
         return Verdict("wait", change=change, shared=together)
 
     if change is None:
@@ -119,20 +114,25 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
             return Verdict("before_deploy", later_change=later[0], lag_s=shift.onset_ts - later[0].ts)
         return Verdict("no_deploy")
     verdict = Verdict("blame", change=change, lag_s=max(0.0, shift.onset_ts - change.ts))
-    if dated_before:
-        verdict.ambiguity.append(wording.dated_before(change.ts - shift.onset_ts, shift.detected_ts - change.ts))
     if len(together) >= needed:
         verdict.ambiguity.append(wording.followed(len(together) - 1))
 
     # 2. did another service that deployed move first? Then we are its caller.
     own_first = _first_onset(shift.service, change, shifts, policy, default=None) or shift.onset_ts
-    slack = policy.onset_slack_s
     for other in sorted({s.service for s in shifts} - {shift.service}):
         other_view = views(other)
+        # onset estimates are quantised to the sampling interval, each within a sample or so:
+        # two of them closer than two intervals are the same moment
+        quantum = max([_step_s(shift)] + [_step_s(s) for s in shifts if s.service == other])
+        slack = max(policy.onset_slack_s, 2.0 * quantum)
         for other_change in reversed(other_view.changes):
             first = _first_onset(other, other_change, shifts, policy, default=None)
-            if first is None or abs(first - own_first) > policy.follow_s:
+            if first is None or abs(first - own_first) > max(policy.follow_s, 2.0 * slack):
                 continue
+            theirs = [s for s in shifts if s.service == other and blameable(other_change, s.onset_ts, policy)
+                      and s.onset_ts <= own_first + slack]
+            if not any(_could_follow(shift, s, policy) for s in theirs):
+                break  # whenever it moved, this shift is not one a caller of it would show
             if first < own_first - slack or (first <= own_first + slack
                                              and blamed(other, other_change.deploy_id)):
                 verdict.kind, verdict.leader = "follower", other
@@ -152,7 +152,8 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
         if (s.service == shift.service and s.metric in policy.context_metrics
                 and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s):
             verdict.ambiguity.append(wording.traffic_moved(s.metric, s.baseline, s.current))
-            break
+            if s.current > s.baseline > 0:
+                verdict.traffic = max(verdict.traffic or 0.0, s.current / s.baseline)
     # services that shifted no later than this one, for no deploy of theirs: something else may be going on
     # (those that shifted later are more likely its callers)
     before = sorted({s.service for s in shifts if s.metric == shift.metric and s.service != shift.service
@@ -161,6 +162,36 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     if before:
         verdict.ambiguity.append(wording.shifted_before(before))
     return verdict
+
+
+def _step_s(a: Anomaly) -> float:
+    """The sampling interval of the anomaly's stream, from its excursion (0 if unknown)."""
+    if a.samples < 2 or a.detected_ts <= a.onset_ts:
+        return 0.0
+    return (a.detected_ts - a.onset_ts) / (a.samples - 1)
+
+
+def calls(policy: PolicyConfig, caller: str, callee: str) -> bool:
+    """Does ``caller`` call ``callee``, directly or through others, per ``policy.depends_on``?"""
+    seen, todo = {caller}, [caller]
+    while todo:
+        for nxt in policy.depends_on.get(todo.pop(), ()):
+            if nxt == callee:
+                return True
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return False
+
+
+def _could_follow(caller: Anomaly, callee: Anomaly, policy: PolicyConfig) -> bool:
+    """Could ``caller``'s shift be the echo of ``callee``'s? With a call graph: if it calls it.
+    Without one: the same metric, and no more than ``follow_ratio`` times its size in the metric's
+    units (a callee's extra errors or latency reach its callers diluted, not multiplied)."""
+    if policy.depends_on:
+        return calls(policy, caller.service, callee.service)
+    size = abs(caller.current - caller.baseline)
+    return caller.metric == callee.metric and size <= policy.follow_ratio * abs(callee.current - callee.baseline)
 
 
 def _first_onset(service: str, change: Change, shifts: list[Anomaly], policy: PolicyConfig,

@@ -203,9 +203,7 @@ class Decider:
         known = [s for s in self._shifts if s.detected_ts <= due_ts]
         total = max(self._clock.services, len(self._services))
         spec = self.config.spec_for(shift.metric)
-        min_samples = (spec.spike_samples if spec is not None else 0) + 1
-        verdict = correlate(shift, view, known, view_of, total, policy, due_ts, extended, min_samples,
-                            self._blamed)
+        verdict = correlate(shift, view, known, view_of, total, policy, due_ts, extended, self._blamed)
         if verdict.kind == "wait":
             wait_until = max(due_ts, shift.detected_ts + policy.shared.hold_s)
             self._pending.append(Candidate(wait_until, True, shift))
@@ -235,7 +233,7 @@ class Decider:
         lag_s = max(0.0, shift.onset_ts - change.ts)
         graded = assess(adverse_factor(shift, direction), shift.current - shift.baseline, lag_s,
                         list(verdict.ambiguity), self.config.metric_policy(shift.service, shift.metric),
-                        self.config.policy.window_s)
+                        self.config.policy.window_s, self.config.policy.late_ramp_s)
         return Graded(shift, graded, direction, lag_s)
 
     def _blame(self, shift: Anomaly, change: Change, verdict: Verdict, view: ServiceView,
@@ -254,8 +252,10 @@ class Decider:
         mode = self.config.mode_for(service, primary.metric)
         target = view.target(exclude=(change.version, view.current, *(c.version for c in verdict.also_suspect)))
         reverted = view.current is not None and view.current != change.version and view.current in view.known_good
+        load = verdict.traffic is not None and verdict.traffic >= adverse_factor(primary, worst.direction)
         o = outcome(worst.assessment, mode, decided=None if decided is None else decided.action,
-                    reverted=reverted, still_runs=view.current == change.version, has_target=target is not None)
+                    reverted=reverted, still_runs=view.current == change.version, has_target=target is not None,
+                    stale=shift.detected_ts - change.ts > policy.window_s, load=load)
         if o.kind in ("decided", "kept_asking"):
             return []
         what = wording.change(primary.metric, primary.baseline, primary.current, worst.direction)
@@ -265,6 +265,11 @@ class Decider:
             text = wording.upgrade(what, lag_s, version, service, target, due_ts - decided.ts)
         elif o.kind == "watch":
             text = wording.watching(what, service, version)
+        elif o.kind == "stale":
+            text = wording.stale(what, service, shift.detected_ts - change.ts, version)
+        elif o.kind == "load":
+            assert verdict.traffic is not None
+            text = wording.load(what, service, version, verdict.traffic)
         elif o.kind == "reverted":
             text = wording.reverted(what, service, version, view.current)
         elif o.kind == "no_target":
@@ -283,7 +288,7 @@ class Decider:
             self._deploys.mark_bad(service, version)
         evidence = [_shift_evidence(s) for s in mine] + [_change_evidence(change)]
         evidence += [_change_evidence(c, "earlier deploy") for c in verdict.also_suspect]
-        alert_id = shift_id(primary) if o.kind == "watch" else incident
+        alert_id = shift_id(primary) if o.kind in ("watch", "stale", "load") else incident
         return self._emit(o, incident, alert_id, service, change, view, target, worst.assessment.confidence,
                           text, evidence, due_ts)
 

@@ -91,6 +91,7 @@ from dataclasses import astuple, dataclass
 
 from backout.contracts import Anomaly, Metric
 from backout.errors import DuplicateSample, OutOfOrderSample
+from detectors.anchored import MIN_PRE_SAMPLES, AnchoredTest, RecentWindow
 from detectors.binomial import BinomialModel
 from detectors.cusum import TrimmedCusum
 from detectors.gaussian import GaussianModel
@@ -103,7 +104,9 @@ SUSPECT_CLIP = 4.0  # sigmas: a suspected sample still informs the spread (not t
 WORSE_FACTOR = 2.0  # an alarmed shift this many times worse than last reported is reported again
 WORSE_EVENTS = 5.0  # a rate's run must expect this many events at the reported level to count
 ONSET_WINDOW = 64  # tested samples kept to estimate an onset (detectors.onset: ~3x the slowest design's delay)
-STATE_VERSION = 2  # 2: adds the onset window; a version 1 state loads with an empty one
+STATE_VERSION = 3  # 2: adds the onset window; 3: the recent window and anchored tests (older: empty ones)
+DONE_ANCHORS = 8  # deploy ids whose test ended, remembered so that their later records open nothing
+YOUNG = ""  # the key of a young stream's self-starting test among the anchored tests
 
 
 @dataclass(slots=True)
@@ -163,6 +166,14 @@ class MetricMonitor:
         self._alarm: Alarm | None = None
         self._recovery = TrimmedCusum(spec.spike_samples)
         self._window = OnsetWindow(ONSET_WINDOW, spec.spike_samples)
+        self._recent = RecentWindow(spec)
+        self._tests: dict[str, AnchoredTest] = {}  # deploy id (YOUNG: self-start) -> its open test
+        self._ended: list[str] = []  # deploy ids whose test ended, newest last
+
+    @property
+    def warmed_up(self) -> bool:
+        """Its baseline is learnt: a shift of this stream can be detected."""
+        return self._n >= self.spec.warmup_samples
 
     @property
     def alarmed(self) -> bool:
@@ -181,6 +192,14 @@ class MetricMonitor:
         self._last_ts = ts
         if not self.spec.enabled:
             return None
+        anchored = self._feed_tests(sample.value, sample.count, ts)
+        self._recent.add(sample.value, sample.count, ts)
+        found = self._update(sample, last)
+        return found if anchored is None else anchored  # both on one sample: one anomaly, the deploy's
+
+    def _update(self, sample: Metric, last: float) -> Anomaly | None:
+        """The bank of CUSUMs (module doc): warm-up, watching, alarmed."""
+        ts = sample.ts
         model = self._model
         gap = last > 0.0 and ts - last > self.spec.max_gap_s
         if gap and model.forget_trend():  # a trend line: learnt again, alarm included
@@ -193,6 +212,9 @@ class MetricMonitor:
             self._n += 1
             if self._n == self.spec.warmup_samples:
                 self._calibrate()
+                self._end(YOUNG)
+            elif self._n == MIN_PRE_SAMPLES:
+                self._self_start(ts)
             return None
         self._n += 1
         if gap:
@@ -316,6 +338,80 @@ class MetricMonitor:
                        ratio=mildest / base if base != 0.0 else 0.0, score=alarm.score,
                        direction="up" if sign > 0 else "down", kind=self.spec.kind, worsened=True)
 
+    # -- deploy-anchored and self-starting tests (detectors.anchored) ---------------------------------
+
+    def anchor(self, deploy_id: str, deploy_ts: float, finished_ts: float | None = None) -> Anomaly | None:
+        """A deploy of this service began at ``deploy_ts``: test what follows against what came before.
+
+        Called for every record of the deploy (``finished_ts``: a finished record's ts, which
+        extends the test through the rollout). A record read late is fine: the samples after the
+        deploy already seen are tested at once, from the recent window, so the anomaly is the
+        same whatever order deploys and samples are read in (within the window).
+        """
+        spec = self.spec
+        if not spec.enabled or spec.trend_halflife_samples is not None or deploy_id in self._ended:
+            return None  # a trend line's stream moves by nature: a level before the deploy is no baseline
+        test = self._tests.get(deploy_id)
+        if test is not None:
+            if finished_ts is not None:
+                test.horizon_s = max(test.horizon_s, finished_ts - test.deploy_ts + spec.anchor_horizon_s / 2)
+            return None
+        # a shift confirmed before the deploy is the level the deploy is judged against: its samples only
+        alarm = self._alarm
+        since = alarm.onset_ts if alarm is not None and alarm.ts < deploy_ts else -math.inf
+        test = self._recent.start(deploy_ts, since, alpha=spec.anchor_alpha, horizon_s=spec.anchor_horizon_s,
+                                  onset_half_s=spec.anchor_onset_half_s)
+        if test is None:  # too little history before it (or since the shift in progress began)
+            self._end(deploy_id)
+            return None
+        if finished_ts is not None:
+            test.horizon_s = max(test.horizon_s, finished_ts - deploy_ts + spec.anchor_horizon_s / 2)
+        self._tests[deploy_id] = test
+        found = None
+        for value, count, ts in self._recent.after(deploy_ts):
+            if test.update(value, count, ts):
+                found = self._anchored_anomaly(deploy_id, test, ts)
+                break
+        if test.done:
+            self._end(deploy_id)
+        return found
+
+    def _self_start(self, ts: float) -> None:
+        """A young stream (``MIN_PRE_SAMPLES`` samples): its later samples are tested against these
+        until the warm-up ends, with the false-alarm budget of the samples that covers at ARL0,
+        its onset prior spread over them."""
+        spec = self.spec
+        covered = spec.warmup_samples - MIN_PRE_SAMPLES
+        if covered <= spec.spike_samples + 1 or spec.trend_halflife_samples is not None:
+            return  # nothing to confirm in so few samples; a trend's first samples are no level
+        test = self._recent.start(math.nextafter(ts, math.inf), alpha=min(covered / spec.arl0, 0.5),
+                                  horizon_s=1e12, onset_half_s=max(self._recent.step_s, 1e-3) * covered)
+        if test is not None:
+            self._tests[YOUNG] = test
+
+    def _feed_tests(self, value: float, count: float | None, ts: float) -> Anomaly | None:
+        found = None
+        for deploy_id, test in list(self._tests.items()):
+            if test.update(value, count, ts):
+                found = self._anchored_anomaly(deploy_id, test, ts)  # the newest deploy's, if several
+            if test.done:
+                self._end(deploy_id)
+        return found
+
+    def _end(self, deploy_id: str) -> None:
+        self._tests.pop(deploy_id, None)
+        if deploy_id != YOUNG and deploy_id not in self._ended:
+            self._ended = (self._ended + [deploy_id])[-DONE_ANCHORS:]
+
+    def _anchored_anomaly(self, deploy_id: str, test: AnchoredTest, ts: float) -> Anomaly:
+        spec = self.spec
+        detector = ("anchored_" if deploy_id != YOUNG else "selfstart_") + ("rate" if spec.kind == "rate" else "gauge")
+        return Anomaly(ts=ts, service=self.service, metric=self.metric, detector=detector,
+                       onset_ts=test.onset_ts, detected_ts=ts, baseline=test.baseline, current=test.current,
+                       ratio=test.ratio, score=test.log_e / math.log(1.0 / test.alpha),
+                       direction="down" if spec.direction == "down" else "up", kind=spec.kind,
+                       samples=test.shifted_samples, deploy_id=deploy_id or None)
+
     def _relearn(self) -> None:
         """Warm up again from the next sample (the model forgot its baseline's trend)."""
         self._n, self._alarm = 0, None
@@ -337,14 +433,20 @@ class MetricMonitor:
         return {"v": STATE_VERSION, "s": self.service, "m": self.metric, "ts": self._last_ts,
                 "n": self._n, "i": self._since, "b": self._model.to_state(),
                 "d": [list(d) for d in self._designs], "c": [c.to_state() for c in self._bank],
-                "a": None if self._alarm is None else self._alarm.to_list(), "r": self._recovery.to_state(), "o": self._window.to_state()}
+                "a": None if self._alarm is None else self._alarm.to_list(), "r": self._recovery.to_state(),
+                "o": self._window.to_state(), "w": self._recent.to_state(),
+                "t": [[k, t.to_state()] for k, t in self._tests.items()], "g": self._ended}
 
     @classmethod
     def from_state(cls, state: dict, spec: MetricSpec) -> MetricMonitor:
-        if state.get("v") not in (1, STATE_VERSION):
-            raise ValueError(f"monitor state version {state.get('v')!r} is not 1 or {STATE_VERSION}")
+        if state.get("v") not in (1, 2, STATE_VERSION):
+            raise ValueError(f"monitor state version {state.get('v')!r} is not 1, 2 or {STATE_VERSION}")
         mon = cls(state["s"], state["m"], spec)
         mon._last_ts = float(state["ts"])
+        if "w" in state:
+            mon._recent = RecentWindow.from_state(state["w"], spec)
+            mon._tests = {k: AnchoredTest.from_state(t, spec) for k, t in state["t"]}
+            mon._ended = list(state["g"])
         if not mon._model.load(state["b"]):  # saved under another spec (trend on/off): learn again
             return mon
         mon._n, mon._since = int(state["n"]), int(state["i"])

@@ -76,10 +76,16 @@ class OnsetWindow:
 
         ``gain(Y, W, sign)`` scores a segment with sums Y, W; ``fallback`` is the CUSUM's onset.
         """
-        buf, k = self._buf, self.spike_samples
-        if len(buf) <= k or fallback < buf[0][2]:
+        buf = self._buf
+        if len(buf) <= self.spike_samples or fallback < buf[0][2]:
             return fallback
-        best, best_ts = 0.0, fallback
+        best, best_ts = self.best(m0, gain, sign)
+        return best_ts if best > 0.0 else fallback
+
+    def best(self, m0: float, gain: Callable[[float, float, int], float], sign: int) -> tuple[float, float]:
+        """``(gain, ts)`` of the segment :meth:`onset` picks; ``(0.0, 0.0)`` when none moved that way."""
+        buf, k = self._buf, self.spike_samples
+        best, best_ts = 0.0, 0.0
         sy = sw = 0.0
         top: list[tuple[float, float, float]] = []  # the k largest (deviation, y, w) of the segment
         for n, (y, w, ts) in enumerate(reversed(buf), 1):
@@ -99,7 +105,7 @@ class OnsetWindow:
             g = gain(ty, tw, sign) if tw > 0.0 else 0.0
             if g > best:
                 best, best_ts = g, ts
-        return best_ts
+        return best, best_ts
 
     def to_state(self) -> list:
         """``[ref, [[y, w, ts - ref], ...]]`` with ref the newest ts: short JSON, exact on the way back.

@@ -8,6 +8,12 @@ how big it is (``size``: the adverse factor on a log scale, 1 at
 
     confidence = timing × (0.5 + 0.5 × size) × 0.75 ^ (number of ambiguities)
 
+A shift is acted on at all (*actionable*) from ``act_ratio``; when it began
+later than ``clear_within_s`` after the deploy, from a factor that grows to
+``clear_ratio`` over ``late_ramp_s`` (:func:`ask_ratio`), and only if it also
+reaches ``min_delta``: the further from the deploy a shift began, the likelier
+something else caused it.
+
 A case is *clear-cut* when the factor reaches ``clear_ratio`` (and the
 absolute change ``min_delta``), the onset is within ``clear_within_s`` of the
 deploy, and nothing makes the blame ambiguous.
@@ -16,7 +22,10 @@ deploy, and nothing makes the blame ambiguous.
 in this order: an incident decided for good stays decided; a pending question
 becomes a rollback only when it turned clear-cut in ``auto`` mode, on the same
 version, with a target (else it stands); below ``act_ratio`` the shift is
-watched; a service that already runs a good version again needs nothing; no
+watched, as is one first confirmed longer than the correlation window after
+the deploy (``stale``: its onset estimate is too old to pin on it) and one
+that is not clear-cut while the service's own traffic grew as much (``load``);
+a service that already runs a good version again needs nothing; no
 known-good target escalates to a human; then, by mode:
 
 ======== ================== ===================== ==================
@@ -54,8 +63,8 @@ from detectors import wording
 from detectors.config import MetricPolicy, Mode
 
 Recorded = Action | Literal["none"]  # what an incident records: "none" decided, nothing to do
-OutcomeKind = Literal["decided", "kept_asking", "upgrade", "watch", "reverted", "no_target", "shared", "off",
-                      "rollback", "request_approval"]
+OutcomeKind = Literal["decided", "kept_asking", "upgrade", "watch", "stale", "load", "reverted", "no_target",
+                      "shared", "off", "rollback", "request_approval"]
 SEVERITY: dict[Action, Severity] = {"rollback": "critical", "escalate": "critical", "request_approval": "warning"}
 
 
@@ -78,18 +87,28 @@ class Outcome:
     action: Action | None = None  # what Backout does, or would do (off); None: nothing to decide
     publish: bool = False  # a Decision goes out (else an alert at most)
     record: Recorded | None = None  # what the incident records from now on; None: unchanged
-    marks_bad: bool = False  # the blamed version is never a target again
+    marks_bad: bool = False  # the blamed version is never a target again (a rollback of it was decided)
 
     @property
     def severity(self) -> Severity | None:
         """Of the alert that goes with it; None: nothing is said."""
-        if self.kind in ("watch", "reverted"):
+        if self.kind in ("watch", "stale", "load", "reverted"):
             return "info"
         return None if self.action is None else SEVERITY[self.action]
 
 
+def ask_ratio(policy: MetricPolicy, lag_s: float, late_ramp_s: float) -> float:
+    """The factor a shift that began ``lag_s`` after the deploy needs to be acted on at all:
+    ``act_ratio`` up to ``clear_within_s``, then growing geometrically to ``clear_ratio`` over
+    ``late_ramp_s``."""
+    if lag_s <= policy.clear_within_s or policy.clear_ratio <= policy.act_ratio:
+        return policy.act_ratio
+    frac = min(1.0, (lag_s - policy.clear_within_s) / late_ramp_s)
+    return float(policy.act_ratio * (policy.clear_ratio / policy.act_ratio) ** frac)
+
+
 def assess(factor: float, delta: float, lag_s: float, ambiguity: list[str], policy: MetricPolicy,
-           window_s: float) -> Assessment:
+           window_s: float, late_ramp_s: float = 600.0) -> Assessment:
     """Grade a shift of ``factor`` (adverse) that began ``lag_s`` after its deploy."""
     timing = 1.0
     if lag_s > policy.clear_within_s:
@@ -105,7 +124,8 @@ def assess(factor: float, delta: float, lag_s: float, ambiguity: list[str], poli
     if lag_s > policy.clear_within_s:
         reasons.append(wording.late_onset(lag_s, policy.clear_within_s))
     clear = not reasons
-    actionable = factor >= policy.act_ratio
+    actionable = factor >= ask_ratio(policy, lag_s, late_ramp_s) and (
+        lag_s <= policy.clear_within_s or abs(delta) >= policy.min_delta)
     would: Action | None = None
     if actionable:
         would = "rollback" if clear else "request_approval"
@@ -113,31 +133,39 @@ def assess(factor: float, delta: float, lag_s: float, ambiguity: list[str], poli
 
 
 def outcome(graded: Assessment, mode: Mode, *, decided: Recorded | None = None, reverted: bool = False,
-            still_runs: bool = True, has_target: bool = True) -> Outcome:
+            still_runs: bool = True, has_target: bool = True, stale: bool = False,
+            load: bool = False) -> Outcome:
     """The final outcome for a blamed deploy whose worst shift was ``graded``.
 
     ``decided``: what the incident recorded so far (None: new); ``reverted``: the service already
     runs a known-good version again; ``still_runs``: it runs the blamed version; ``has_target``: a
-    known-good version to roll back to exists.
+    known-good version to roll back to exists; ``stale``: the shift was first confirmed longer than
+    the correlation window after the deploy; ``load``: the service's own traffic grew at least as
+    much at the same moment. Only a rollback marks the version bad: a question, answered or not,
+    leaves it as it was (if someone rolls it back, the deploy record says so).
     """
     if decided == "request_approval":  # escalate the question only when it became clear-cut, on the same version
         if graded.would != "rollback" or mode != "auto" or not still_runs or not has_target:
             return Outcome("kept_asking")
-        return Outcome("upgrade", "rollback", publish=True, record="rollback")
+        return Outcome("upgrade", "rollback", publish=True, record="rollback", marks_bad=True)
     if decided is not None:
         return Outcome("decided")  # for good: only a question can still become a rollback
     if not graded.actionable:
         return Outcome("watch")
+    if stale:
+        return Outcome("stale")
+    if load and not graded.clear:
+        return Outcome("load")
     if reverted:
         return Outcome("reverted", record="none")
     if not has_target:
         return escalation(mode, "no_target")
     action = graded.would or "request_approval"
     if mode == "off":
-        return Outcome("off", action, record="none", marks_bad=True)
+        return Outcome("off", action, record="none")
     if action == "rollback" and mode == "auto":
         return Outcome("rollback", "rollback", publish=True, record="rollback", marks_bad=True)
-    return Outcome("request_approval", "request_approval", publish=True, record="request_approval", marks_bad=True)
+    return Outcome("request_approval", "request_approval", publish=True, record="request_approval")
 
 
 def escalation(mode: Mode, kind: Literal["no_target", "shared"]) -> Outcome:

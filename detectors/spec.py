@@ -82,6 +82,15 @@ class MetricSpec(BaseModel):
                             description="a confirmed shift lasting this long becomes the new normal")
     default_count: float = Field(default=100.0, gt=0.0,
                                  description="rate samples without count, before any count was seen")
+    anchor_alpha: float = Field(default=0.003, gt=0.0, lt=0.5,
+                                description="deploy-anchored test (detectors.anchored): the chance that a good "
+                                            "deploy is ever flagged on this metric while the test runs")
+    anchor_horizon_s: float = Field(default=600.0, gt=0.0,
+                                    description="the anchored test runs this long after a deploy starts "
+                                                "(and half of it past the end of a longer rollout)")
+    anchor_onset_half_s: float = Field(default=60.0, gt=0.0,
+                                       description="the anchored test's prior: half of the onsets it looks for "
+                                                   "fall within this long after the deploy")
 
     @field_validator("shift_grid")
     @classmethod
@@ -105,8 +114,9 @@ DEFAULT_SPECS: dict[str, MetricSpec] = {
     # fraction healthy: a drop to 80% of the baseline, sustained over more than 3 checks
     "health": MetricSpec(kind="health", direction="down", min_ratio=1.25, spike_samples=3,
                          log_scale=False, min_sigma=0.02),
-    # traffic is context, not a fault: accepted and validated, never tested
-    "requests": MetricSpec(kind="gauge", direction="both", min_ratio=1.5, enabled=False),
+    # traffic is context, not a fault: its shifts (a surge) go to the decider, which never blames a deploy
+    # for them, but excuses a shift that traffic explains
+    "requests": MetricSpec(kind="gauge", direction="both", min_ratio=1.5),
 }
 
 

@@ -79,11 +79,6 @@ def late_onset(lag_s: float, clear_within_s: float) -> str:
             f"{clear_within_s / 60:g} min that is clear-cut")
 
 
-def dated_before(before_s: float, confirmed_after_s: float) -> str:
-    return (f"its onset is dated {before_s:.0f} s before the deployment, "
-            f"but it was confirmed {confirmed_after_s:.0f} s after it")
-
-
 def followed(others: int) -> str:
     return f"{others} other services shifted right after it: its callers, or a shared cause"
 
@@ -122,6 +117,16 @@ def follower(what: str, service: str, leader: str) -> str:
 
 def watching(what: str, service: str, version: str) -> str:
     return f"{what} on {service} after the deployment of {version}, below the rollback threshold: watching."
+
+
+def stale(what: str, service: str, after_s: float, version: str) -> str:
+    return (f"{what} on {service}, first confirmed {duration(after_s)} after the deployment of {version}: "
+            "too long after it to pin on it; watching.")
+
+
+def load(what: str, service: str, version: str, traffic: float) -> str:
+    return (f"{what} on {service} after the deployment of {version}, while its traffic grew {times(traffic)}: "
+            "load, not the deploy; watching.")
 
 
 def reverted(what: str, service: str, version: str, current: str | None) -> str:

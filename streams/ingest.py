@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import uuid
-from typing import IO
+from typing import IO, Any
 
 import click
 
@@ -26,8 +27,10 @@ def ingest(source: IO[str]) -> None:
     """Publish metric and deploy records from SOURCE (JSON Lines, '-' for stdin) to their topics.
 
     Metrics go to backout.metrics and deploys to backout.deploys, keyed by
-    service. A line that is not a valid metric or deploy record is reported on
-    stderr with its line number and published to backout.deadletter.
+    service and stamped with their event time (ts), so that an old file is
+    replayed as it happened. A line that is not a valid metric or deploy
+    record is reported on stderr with its line number and published to
+    backout.deadletter.
     """
     out = sender(KafkaSettings())
     counts = {"metric": 0, "deploy": 0, "bad": 0}
@@ -87,9 +90,11 @@ def deploy_event(service: str, version: str, previous_version: str | None, deplo
         target = checked_target(target_kind, {**dict(_key_value(opt) for opt in target_opt), **fields})
     elif fields or target_opt:
         raise click.UsageError("target fields need --target KIND")
-    record = Deploy(ts=ts or time.time(), service=service, deploy_id=deploy_id or f"d-{uuid.uuid4().hex[:12]}",
-                    version=version, previous_version=previous_version, status=status,  # type: ignore[arg-type]
-                    target=target)
+    record_fields: dict[str, Any] = {
+        "type": "deploy", "ts": ts or time.time(), "service": service, "version": version,
+        "deploy_id": deploy_id or f"d-{uuid.uuid4().hex[:12]}", "previous_version": previous_version,
+        "status": status, "target": target.model_dump() if target is not None else None}
+    record = decode(json.dumps(record_fields), expect=Deploy)  # the topic's own checks, as one red line
     out = sender(KafkaSettings())
     publish(out, topics.DEPLOYS, [record])
     out.flush(30)

@@ -10,6 +10,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -23,6 +24,10 @@ class Telemetry:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.registry = CollectorRegistry()
+        # process_resident_memory_bytes (against the state cap) and process_start_time_seconds: the
+        # counters below start at zero with the process, as Prometheus counters do (rate() and
+        # increase() take a restart in their stride; the durable record is on the topics)
+        ProcessCollector(registry=self.registry)
         self.records = Counter("backout_records_consumed", "Records consumed", ["topic"], registry=self.registry)
         self.anomalies = Counter("backout_anomalies", "Anomalies published", ["metric"], registry=self.registry)
         self.decisions = Counter("backout_decisions", "Decisions published", ["action"], registry=self.registry)
@@ -32,6 +37,13 @@ class Telemetry:
                                     registry=self.registry)
         self.waits = Counter("backout_producer_buffer_waits", "Times a send waited for a full local producer "
                              "queue to drain (back-pressure)", registry=self.registry)
+        self.live_states = Gauge("backout_live_states", "Keyed states held in memory (at most max_keys)", ["topic"],
+                                 registry=self.registry)
+        self.evictions = Counter("backout_states_evicted", "States that left memory after state_ttl_s without a "
+                                 "record (kept on the changelog and in the local store)", ["topic"],
+                                 registry=self.registry)
+        self.capped = Counter("backout_state_cap_refusals", "Records dead-lettered because the stage held "
+                              "max_keys states and not theirs", ["topic"], registry=self.registry)
         self.samples_per_s = Gauge("backout_samples_per_second", "Metric samples consumed per second since "
                                    "the previous scrape", registry=self.registry)
         self.lag = Gauge("backout_consumer_lag", "Records behind the partition's high watermark",
@@ -68,6 +80,13 @@ class Telemetry:
 
     def backpressure(self) -> None:
         self.waits.inc()
+
+    def states(self, topic: str, live: int, evicted: int = 0, capped: int = 0) -> None:
+        self.live_states.labels(topic).set(live)
+        if evicted:
+            self.evictions.labels(topic).inc(evicted)
+        if capped:
+            self.capped.labels(topic).inc(capped)
 
     def anomaly(self, anomaly: Anomaly) -> None:
         self.anomalies.labels(anomaly.metric).inc()

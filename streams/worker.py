@@ -35,6 +35,7 @@ from detectors.decider import Decider
 from streams import topics
 from streams.metrics_stage import metrics_consumer
 from streams.published import PublishedActions
+from streams.runtime.store import StateStore
 from streams.telemetry import Telemetry
 
 log = logging.getLogger("backout.worker")
@@ -63,7 +64,10 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
     decider_table = app.Table("decider", default=None, partitions=1)
     telemetry = Telemetry(app)
     stage = metrics_consumer(settings.app_id, settings.partitions, kafka, config, telemetry,
-                             checkpoint_s=settings.checkpoint_s, idle_after_s=settings.idle_after_s)
+                             checkpoint_s=settings.checkpoint_s, idle_after_s=settings.idle_after_s,
+                             state_ttl_s=settings.state_ttl_s, max_keys=settings.max_keys,
+                             store=StateStore(Path(settings.data_dir) / f"{settings.app_id}-monitors.sqlite"))
+    count_buffer_waits(telemetry)
     published = PublishedActions(kafka)
 
     async def send(record: Record, topic: str, wait: bool = False) -> None:
@@ -154,11 +158,17 @@ def create_app(settings: WorkerSettings, kafka: KafkaSettings, config: BackoutCo
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
+        """200 once the worker owns its partitions and has read their states back; 503 before
+        that and during a rebalance (a load balancer or orchestrator waits)."""
         assigned: dict[str, list[int]] = {topics.METRICS: stage.assigned()}
         for tp in app.consumer.assignment():
             assigned.setdefault(tp.topic, []).append(tp.partition)
-        return web.json({"status": "ok", "app": settings.app_id,
-                         "assigned": {t: sorted(ps) for t, ps in sorted(assigned.items())}})
+        ready = (stage.ready and app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+                 and not app.rebalancing
+                 and not app.in_recovery)
+        return web.json({"status": "ok" if ready else "starting", "app": settings.app_id,
+                         "assigned": {t: sorted(ps) for t, ps in sorted(assigned.items())}},
+                        status=200 if ready else 503)
 
     return app
 
@@ -210,6 +220,18 @@ def _short_fetch_wait() -> None:
 
     create_worker_consumer.backout = True  # type: ignore[attr-defined]
     driver.AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+
+
+def count_buffer_waits(telemetry: Telemetry) -> None:
+    """Faust logs a warning for every event that finds its producer buffer full (an ordinary burst
+    of table writes): count them on /metrics (backout_producer_buffer_waits) instead."""
+    def count(record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("producer buffer full"):
+            telemetry.backpressure()
+            return False
+        return True
+
+    logging.getLogger("faust.transport.producer").addFilter(count)
 
 
 class _Worker(faust.Worker):

@@ -12,6 +12,7 @@ from actions.executors.base import ExecutionFailed, Rollback
 from actions.executors.kube import ROLLBACK_INCIDENT, KubernetesSettings
 from backout.contracts import Decision, Target
 from backout.errors import ContractError
+from tests.fakes import unchecked
 from tests.kube_api import KubeAPI
 
 NS, NAME = "shop", "cart"
@@ -33,9 +34,9 @@ def executor(api: KubeAPI, tmp_path: Path, **settings: object) -> ArgoRolloutExe
 
 def rollback(to_version: str, from_version: str = "v2", **target: str) -> Rollback:
     fields = {"namespace": NS, "name": NAME, **target}
-    return Rollback.of(Decision(ts=1000.0, incident_id="inc-9", service=NAME, action="rollback",
-                                from_version=from_version, to_version=to_version, confidence=0.97,
-                                reason="latency 4x after v2", target=Target(kind="argo-rollout", **fields)))
+    return Rollback.of(unchecked(Decision, ts=1000.0, incident_id="inc-9", service=NAME, action="rollback",
+                                 from_version=from_version, to_version=to_version, confidence=0.97,
+                                 reason="latency 4x after v2", target=unchecked(Target, kind="argo-rollout", **fields)))
 
 
 def patches(api: KubeAPI) -> list:

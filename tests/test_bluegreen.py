@@ -14,14 +14,15 @@ from actions.executors.base import Rollback
 from actions.executors.bluegreen import BlueGreenExecutor, NginxSettings
 from backout.contracts import Decision, Target
 from backout.errors import ConfigError, ContractError
+from tests.fakes import unchecked
 from tests.nginx import NGINX, Backend, Nginx
 
 
 def rollback(target: dict, to_version: str = "v2.15.0", from_version: str = "v2.15.1") -> Rollback:
-    return Rollback.of(Decision(
-        ts=1.7e9, incident_id="inc-1", service="checkout", action="rollback", from_version=from_version,
+    return Rollback.of(unchecked(
+        Decision, ts=1.7e9, incident_id="inc-1", service="checkout", action="rollback", from_version=from_version,
         to_version=to_version, confidence=1.0, reason="Error rate went from 0.5% to 5% (10x).",
-        target=Target(**target)))
+        target=unchecked(Target, **target)))
 
 
 @pytest.fixture

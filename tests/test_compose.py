@@ -46,3 +46,19 @@ def test_every_backout_service_runs_a_real_subcommand(tmp_path):
             leaf.make_context(name_ or args[0], rest).close()
         else:
             sub.make_context(command[0], args).close()  # parses the options for real
+
+
+def test_the_executor_service_is_configured_as_its_settings_read_it() -> None:
+    from actions.settings import ExecutorSettings
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    svc = compose["services"]["executor"]
+    env = {k: v for k, v in svc["environment"].items() if k.startswith("BACKOUT_") and "${" not in str(v)}
+    settings = ExecutorSettings()
+    for name in env:
+        assert any(f"``{name}``" in (field.description or "") for field in ExecutorSettings.model_fields.values()) \
+            or name.startswith(("BACKOUT_WEBHOOK_", "BACKOUT_KUBERNETES_")), f"{name} is not a setting"
+    assert settings.web_host == "127.0.0.1", "loopback unless told otherwise"
+    assert "--web-host" in svc["command"] and svc["ports"] == ["127.0.0.1:6067:6067"]
+    assert set(env["BACKOUT_EXECUTOR_TARGETS"].split(",")) <= {"kubernetes", "argo-rollout", "bluegreen", "image",
+                                                               "webhook"}

@@ -80,8 +80,14 @@ def _live(records, partitions: int, seed: int) -> list[Decision]:
     queues: list[list] = [[] for _ in range(partitions)]
     for r in records:
         p = sum(map(ord, r.service)) % partitions
-        if isinstance(r, Deploy):
+        if isinstance(r, Deploy):  # to the decider, and to the service's monitors (their anchored tests)
             queues[p].append(r)
+            if r.status in ("started", "finished") and r.version != r.previous_version:
+                for (service, _), mon in monitors.items():
+                    found = mon.anchor(r.deploy_id, r.ts, r.ts if r.status == "finished" else None) \
+                        if service == r.service else None
+                    if found is not None:
+                        queues[p].append(found)
             continue
         spec = config.spec_for(r.metric)
         key = (r.service, r.metric)
@@ -95,7 +101,9 @@ def _live(records, partitions: int, seed: int) -> list[Decision]:
         monitors[key] = mon
         if anomaly is not None:
             queues[p].append(anomaly)
-        mark = clocks[p].observe(r.ts, r.service)
+        if mon.warmed_up:
+            clocks[p].establish(r.service)
+        mark = clocks[p].observe(r.ts)
         if mark is not None:
             queues[p].append(mark)
     for p, clock in enumerate(clocks):
@@ -148,3 +156,32 @@ def test_a_question_becomes_a_rollback_when_the_shift_gets_much_worse():
     assert decisions[0][1] == decisions[1][1] and decisions[1][2] == "v1"
     worsened = [a for a in out if isinstance(a, Anomaly) and a.worsened]
     assert len(worsened) == 1
+
+
+def _shifted_service(t0: float, late_s: float) -> list:
+    """A service watched for 20 min, deployed at t0 (its record read ``late_s`` after it), errors 10x from t0 + 5."""
+    rng = random.Random(4)
+    samples = []
+    for i in range(-120, 30):
+        ts = t0 + 10.0 * i + 5.0
+        p = 0.004 * (10 if i >= 0 else 1)
+        errors = sum(rng.random() < p for _ in range(1500))
+        samples.append(Metric(ts=ts, service="cart", metric="error_rate", value=errors / 1500, count=1500))
+    history = Deploy(ts=t0 - 7200, service="cart", deploy_id="cart-1", version="v1", previous_version="v0")
+    deploy = Deploy(ts=t0, service="cart", deploy_id="cart-2", version="v2", previous_version="v1")
+    records: list = [history, *samples]
+    at = next(i for i, r in enumerate(records) if r.ts > t0 + late_s)
+    return records[:at] + [deploy] + records[at:]
+
+
+@pytest.mark.parametrize("late_s", [0.0, 12.0])
+def test_the_anchored_test_decides_whenever_the_deploy_record_is_read(late_s):
+    """The deploy opens its anchored test from the recent window; samples already seen after it are
+    tested at once, so a record read 12 s late (within deploy_lateness_s) gives the same decision."""
+    t0 = 1_767_225_600.0
+    out, _ = run_engine(_shifted_service(t0, late_s))
+    (anomaly,) = [o for o in out if isinstance(o, Anomaly)][:1]
+    assert anomaly.detector == "anchored_rate" and anomaly.deploy_id == "cart-2"
+    assert anomaly.onset_ts == t0 + 5.0 and anomaly.detected_ts == t0 + 25.0  # the 3rd shifted sample (k = 2)
+    (decision,) = [o for o in out if isinstance(o, Decision)]
+    assert (decision.action, decision.to_version, decision.ts) == ("rollback", "v1", t0 + 35.0)

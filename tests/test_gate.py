@@ -213,6 +213,9 @@ def test_resume_returns_only_rollbacks_in_flight():
     [again] = gate.resume()
     assert again.resume and again.rollback.incident_id == "inc-1"
     state, _ = run([rollback(), result("executed")])
+    [verify] = ServiceGate.from_state(state).resume()  # the recovery test was running: it starts again
+    assert isinstance(verify, Verify) and verify.executed_ts == T0 + 120 and verify.blamed[0].metric == "error_rate"
+    state, _ = run([rollback(), result("executed"), result("verified", ts=200.0)])
     assert ServiceGate.from_state(state).resume() == []
 
 

@@ -17,6 +17,7 @@ from actions.executors.base import Rollback
 from actions.executors.image import ImageExecutor, ImageSettings, tag_of
 from backout.contracts import Decision, Target
 from backout.errors import ConfigError, ContractError
+from tests.fakes import unchecked
 
 IMAGE = "registry.example.com:5000/shop/checkout"
 SCRIPT = """\
@@ -59,10 +60,10 @@ def executor(orchestrator: Path, inspect: bool = True, **kw) -> ImageExecutor:
 
 
 def rollback(target: dict | None = None, to_version: str = "v2.15.0", from_version: str = "v2.15.1") -> Rollback:
-    return Rollback.of(Decision(
-        ts=1.7e9, incident_id="inc-1", service="checkout", action="rollback", from_version=from_version,
+    return Rollback.of(unchecked(
+        Decision, ts=1.7e9, incident_id="inc-1", service="checkout", action="rollback", from_version=from_version,
         to_version=to_version, confidence=1.0, reason="Error rate went from 0.5% to 5% (10x).",
-        target=Target(**(target or {"kind": "image", "image": IMAGE, "service": "checkout"}))))
+        target=unchecked(Target, **(target or {"kind": "image", "image": IMAGE, "service": "checkout"}))))
 
 
 def test_redeploys_the_good_tag_then_skips(orchestrator):

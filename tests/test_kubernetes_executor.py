@@ -21,6 +21,7 @@ from actions.executors.kube import (
 from actions.executors.kubernetes import KubernetesExecutor, rollout_status
 from backout.contracts import Decision, Target
 from backout.errors import ConfigError, ContractError
+from tests.fakes import unchecked
 from tests.kube_api import KubeAPI
 
 NS, NAME = "shop", "checkout"
@@ -41,9 +42,9 @@ def executor(api: KubeAPI, tmp_path: Path, **settings: object) -> KubernetesExec
 
 def rollback(to_version: str, from_version: str | None = "v2", **target: str) -> Rollback:
     fields = {"namespace": NS, "name": NAME, **target}
-    return Rollback.of(Decision(ts=1000.0, incident_id="inc-7", service=NAME, action="rollback",
-                                from_version=from_version, to_version=to_version, confidence=0.99,
-                                reason="error rate 10x after v2", target=Target(kind="kubernetes", **fields)))
+    return Rollback.of(unchecked(Decision, ts=1000.0, incident_id="inc-7", service=NAME, action="rollback",
+                                 from_version=from_version, to_version=to_version, confidence=0.99,
+                                 reason="error rate 10x after v2", target=unchecked(Target, kind="kubernetes", **fields)))
 
 
 def patches(api: KubeAPI) -> list:

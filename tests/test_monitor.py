@@ -191,19 +191,22 @@ def test_onset_is_where_the_level_moved_not_where_the_cusum_left_zero():
     assert fired[0][1].samples == 113 - 92 + 1  # the CUSUM's excursion, reported as it is
 
 
-def test_a_version_1_state_loads_with_an_empty_onset_window():
+@pytest.mark.parametrize("version, dropped", [(1, ("o", "w", "t", "g")), (2, ("w", "t", "g"))])
+def test_an_older_state_loads_with_empty_windows(version, dropped):
     mon = monitor("latency_p95")
     feed(mon, [0.2, 0.21, 0.19] * 20)
     state = json.loads(json.dumps(mon.to_state()))
-    assert state["v"] == 2 and len(state["o"][1]) == 30  # the tested samples after the warm-up
-    del state["o"]
-    state["v"] = 1
+    assert state["v"] == 3 and len(state["o"][1]) == 30  # the tested samples after the warm-up
+    assert len(state["w"][3]) == 60 and state["t"] == []  # the recent window; no deploy, no test open
+    for key in dropped:
+        del state[key]
+    state["v"] = version
     old = MetricMonitor.from_state(state, spec_for("latency_p95"))
-    assert old.to_state()["o"] == [0.0, []]
+    assert old.to_state()["w"][3] == [] and (version > 1 or old.to_state()["o"] == [0.0, []])
     fired = feed(old, [0.4] * 5, start=60)
     assert [(i, a.onset_ts) for i, a in fired] == [(62, T0 + 600.0)]
-    with pytest.raises(ValueError, match="monitor state version 3 is not 1 or 2"):
-        MetricMonitor.from_state({**state, "v": 3}, spec_for("latency_p95"))
+    with pytest.raises(ValueError, match="monitor state version 4 is not 1, 2 or 3"):
+        MetricMonitor.from_state({**state, "v": 4}, spec_for("latency_p95"))
 
 
 def test_significant_but_harmless_shift_is_ignored():
@@ -222,9 +225,15 @@ def test_health_drop_fires_but_a_pod_restart_does_not():
     assert fired[0][1].current == pytest.approx(0.6) and fired[0][1].onset_ts == T0 + 950.0
 
 
-def test_requests_are_never_tested():
-    mon = monitor("requests")
+def test_a_disabled_metric_is_checked_and_never_tested():
+    mon = MetricMonitor("svc", "queue", MetricSpec(kind="gauge", direction="both", min_ratio=1.5, enabled=False))
     assert feed(mon, [100.0] * 50 + [1000.0] * 50) == [] and mon.to_state()["ts"] == T0 + 990.0
+
+
+def test_a_traffic_surge_is_reported_as_context():
+    rng = random.Random(9)
+    fired = feed(monitor("requests"), [100.0 * (1 + rng.gauss(0, 0.03)) for _ in range(60)] + [250.0] * 10)
+    assert [(i, a.direction) for i, a in fired] == [(62, "up")]
 
 
 def test_rate_without_count_still_detects():
@@ -261,15 +270,16 @@ def test_count_zero_carries_no_evidence():
 
 
 def test_state_is_compact_json():
+    """A few KB: the bank, the onset window (64 samples) and the anchored tests' recent window (90 samples)."""
     for metric in DEFAULT_SPECS:
         mon = monitor(metric)
         feed(mon, [0.01 + 0.001 * (i % 3) for i in range(80)] + [0.9] * 3, 1000.0)
         text = json.dumps(mon.to_state())
-        assert len(text) <= 4096, (metric, len(text))
+        assert len(text) <= 5120, (metric, len(text))
         assert json.loads(text) == mon.to_state()
     both = MetricMonitor("svc", "x", MetricSpec(kind="gauge", direction="both", min_ratio=1.0, spike_samples=5))
     feed(both, [float(i % 7) for i in range(100)] + [50.0] * 4)
-    assert len(json.dumps(both.to_state())) <= 4096
+    assert len(json.dumps(both.to_state())) <= 5120
 
 
 def test_bad_spec_type_is_refused():
@@ -367,3 +377,40 @@ def test_a_shift_that_gets_much_worse_is_reported_again_with_its_onset():
     assert a1.onset_ts == a0.onset_ts and a1.detected_ts > a0.detected_ts
     assert a1.worsened is True and a1.current > 4 * a0.current
     assert feed(mon, noisy_rates(rng, 0.12, 1000, 20), counts=1000, start=91) == []  # steady: said once
+
+
+def test_a_young_stream_is_tested_from_its_eighth_sample():
+    """Self-start: a clear shift after 10 samples of history is caught before the 30-sample warm-up ends."""
+    rng = random.Random(12)
+    mon = monitor("latency_p95")
+    values = [0.2 * (1 + rng.gauss(0, 0.05)) for _ in range(10)] + [0.6 * (1 + rng.gauss(0, 0.05)) for _ in range(10)]
+    fired = feed(mon, values)
+    assert [(i, a.detector, a.onset_ts - T0) for i, a in fired] == [(13, "selfstart_gauge", 100.0)]
+    assert fired[0][1].deploy_id is None and fired[0][1].ratio == pytest.approx(3.0, rel=0.2)
+
+
+def test_a_deploy_read_late_is_tested_on_the_samples_already_seen():
+    rng = random.Random(13)
+    mon = monitor("error_rate")
+    feed(mon, noisy_rates(rng, 0.005, 2000, 60) + noisy_rates(rng, 0.06, 2000, 3), 2000.0)
+    found = mon.anchor("d-7", T0 + 595.0)  # the deploy at 595 s, read after the samples at 600-620 s
+    assert found is not None and (found.detector, found.deploy_id) == ("anchored_rate", "d-7")
+    assert (found.onset_ts, found.detected_ts) == (T0 + 600.0, T0 + 620.0)
+    assert mon.anchor("d-7", T0 + 595.0, finished_ts=T0 + 700.0) is None  # its later records open nothing
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(metric=st.sampled_from(["error_rate", "latency_p95", "health"]), seed=st.integers(0, 10**6),
+       cut=st.integers(1, 40))
+def test_state_with_an_open_anchored_test_round_trips(metric, seed, cut):
+    rng = random.Random(seed)
+    base = {"error_rate": 0.01, "latency_p95": 0.2, "health": 1.0}[metric]
+    values = [base * (1 + rng.gauss(0, 0.05)) for _ in range(50)]
+    values += [(base * 4 if metric != "health" else 0.5) * (1 + rng.gauss(0, 0.05)) for _ in range(40)]
+    a, counts = monitor(metric), 500.0 if metric != "latency_p95" else None
+    feed(a, values[:50], counts)
+    a.anchor("d-1", T0 + 495.0)
+    feed(a, values[50:50 + cut], counts, start=50)
+    b = MetricMonitor.from_state(json.loads(json.dumps(a.to_state())), SPECS[metric])
+    assert feed(a, values[50 + cut:], counts, start=50 + cut) == feed(b, values[50 + cut:], counts, start=50 + cut)
+    assert a.to_state() == b.to_state()

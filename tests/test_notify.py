@@ -28,17 +28,19 @@ EVIDENCE = [{"kind": "anomaly", "service": "checkout", "metric": "error_rate", "
              "ratio": 10.0}, {"kind": "deploy", "deploy_id": "d-17", "version": "v2.15.1"}]
 
 
-def decision(action: str = "rollback", incident_id: str = "inc-1", **kw) -> Decision:
+def decision(action: str = "rollback", incident_id: str = "inc-1", checked: bool = True, **kw) -> Decision:
     fields = {"ts": 1.7e9, "incident_id": incident_id, "service": "checkout", "action": action,
               "from_version": "v2.15.1", "to_version": "v2.15.0" if action != "escalate" else None,
               "confidence": 0.97, "reason": "Error rate went from 0.5% to 5% (10x).", "evidence": EVIDENCE, **kw}
-    return Decision(**fields)
+    # checked=False: what the contract would refuse on a topic, built in code, for the renderer's own defence
+    return Decision(**fields) if checked else Decision.model_construct(**fields)
 
 
 def alert(text: str = "Error rate went from 0.5% to 5% (10x) 90 seconds after the deployment of v2.15.1 to "
           "checkout. Rolling back to v2.15.0.", severity: str = "critical", incident_id: str | None = "inc-1",
-          **kw) -> Alert:
-    return Alert(ts=1.7e9, incident_id=incident_id, severity=severity, text=text, **kw)
+          checked: bool = True, **kw) -> Alert:
+    fields = {"ts": 1.7e9, "incident_id": incident_id, "severity": severity, "text": text, **kw}
+    return Alert(**fields) if checked else Alert.model_construct(**fields)
 
 
 def texts(message: dict, kind: str) -> list[str]:
@@ -104,8 +106,8 @@ def test_render_slack(case, alert_, decision_, executor_url, header, fields, but
 
 def test_render_slack_escapes_what_a_message_could_forge():
     hostile = alert("<!channel> deploy <https://evil.example|your bank> & more", incident_id="inc/../x?y=<z>",
-                    links=["https://grafana.example.com/d/abc?from=now-1h", "javascript:alert(1)"])
-    message = render_slack(hostile, decision("request_approval", incident_id="inc/../x?y=<z>"), BASE)
+                    links=["https://grafana.example.com/d/abc?from=now-1h", "javascript:alert(1)"], checked=False)
+    message = render_slack(hostile, decision("request_approval", incident_id="inc/../x?y=<z>", checked=False), BASE)
     dumped = json.dumps(message)
     assert "<!channel>" not in dumped and "<https://evil" not in dumped
     assert texts(message, "section")[0] == "&lt;!channel&gt; deploy &lt;https://evil.example|your bank&gt; &amp; more"
@@ -114,7 +116,7 @@ def test_render_slack_escapes_what_a_message_could_forge():
 
 
 def test_render_slack_keeps_within_slack_limits():
-    long = alert("&" * 5000)
+    long = alert("&" * 5000, checked=False)
     message = render_slack(long, decision(service="s" * 63), BASE)
     section = texts(message, "section")[0]
     assert len(section) <= 3000 and section.endswith("&amp;…")

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from backout.errors import ConfigError
 from backout.settings import load_config
 from detectors.config import BackoutConfig, MetricPolicy
-from detectors.policy import assess, escalation, outcome
+from detectors.policy import ask_ratio, assess, escalation, outcome
 
 ERR = MetricPolicy(act_ratio=1.5, clear_ratio=5.0, clear_within_s=300.0, min_delta=0.005)
 CLEAR = (10.0, 0.045, 90.0, [])  # factor, delta, lag_s, ambiguity: 10x error rate 90 s after the deploy
@@ -60,6 +60,18 @@ CASES = [
      ("kept_asking", None, False, None, None), True),
     ("a question with no target left: stands", CLEAR, "auto", {**ASKED, "has_target": False},
      ("kept_asking", None, False, None, None), True),
+    ("2x, 10 min after: too small that late, watched", (2.0, 0.01, 600.0, []), "auto", NEW,
+     ("watch", None, False, None, "info"), False),
+    ("4x, 10 min after: ask", (4.0, 0.02, 600.0, []), "auto", NEW,
+     ("request_approval", "request_approval", True, "request_approval", "warning"), False),
+    ("10x of a tiny rate, 10 min after: watched", (10.0, 0.0009, 600.0, []), "auto", NEW,
+     ("watch", None, False, None, "info"), False),
+    ("first confirmed longer than the window after the deploy: watched, even clear-cut", CLEAR, "auto",
+     {"stale": True}, ("stale", None, False, None, "info"), True),
+    ("traffic grew as much, not clear-cut: load, watched", VAGUE, "auto", {"load": True},
+     ("load", None, False, None, "info"), False),
+    ("traffic grew as much, but clear-cut: roll back", CLEAR, "auto", {"load": True},
+     ("rollback", "rollback", True, "rollback", "critical"), True),
 ]
 
 
@@ -69,13 +81,19 @@ def test_outcome(case, shift, mode, situation, expected, clear):
     o = outcome(a, mode, **situation)
     assert (o.kind, o.action, o.publish, o.record, o.severity) == expected
     assert a.clear == clear and 0 <= a.confidence <= 1
-    assert o.marks_bad == (o.kind in ("off", "rollback", "request_approval"))
+    assert o.marks_bad == (o.kind in ("rollback", "upgrade"))  # a question, answered or not, leaves it good
 
 
 @pytest.mark.parametrize("mode,publish", [("auto", True), ("approval", True), ("off", False)])
 def test_a_shared_shift_escalates_the_deploy_it_spares(mode, publish):
     o = escalation(mode, "shared")
     assert (o.action, o.publish, o.record, o.severity) == ("escalate", publish, "escalate", "critical")
+
+
+@pytest.mark.parametrize("lag_s, needed", [(0.0, 1.5), (300.0, 1.5), (600.0, 1.5 * (5 / 1.5) ** 0.5),
+                                            (900.0, 5.0), (3000.0, 5.0)])
+def test_the_later_a_shift_began_the_larger_it_must_be_to_act_on(lag_s, needed):
+    assert ask_ratio(ERR, lag_s, late_ramp_s=600.0) == pytest.approx(needed)
 
 
 def test_confidence_falls_with_lag_size_and_doubt():

@@ -25,7 +25,7 @@ class Counting:
     def __init__(self) -> None:
         self.after_calls: list[tuple[int, str]] = []
 
-    def read(self, value):
+    def read(self, value, source):
         key, _, flag = (value or b"").decode().partition(":")
         if key == "bad":
             raise ContractError("field 'key': got 'bad', expected a good one")
@@ -50,6 +50,9 @@ class Counting:
 
     def idle(self, partition):
         return [("marks", Alert(ts=1.0, severity="info", text=f"partition {partition} idle"))]
+
+    def before(self):
+        pass
 
     def assigned(self, partitions):
         pass

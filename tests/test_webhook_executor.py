@@ -14,17 +14,18 @@ from actions.executors.base import Outcome, Rollback
 from actions.executors.webhook import WebhookExecutor, WebhookSettings
 from backout.contracts import Decision, Target, decode, encode
 from backout.errors import ConfigError, ContractError
+from tests.fakes import unchecked
 from tests.receiver import Receiver
 
 SECRET = "correct horse battery staple"
 
 
 def rollback(url: str, incident_id: str = "inc-5f0c2d6a9b1e4c3d") -> Rollback:
-    return Rollback.of(Decision(
-        ts=1.7e9, incident_id=incident_id, service="checkout", action="rollback", from_version="v2.15.1",
+    return Rollback.of(unchecked(
+        Decision, ts=1.7e9, incident_id=incident_id, service="checkout", action="rollback", from_version="v2.15.1",
         to_version="v2.15.0", confidence=0.97, reason="Error rate went from 0.5% to 5% (10x). Rolling back.",
         evidence=[{"kind": "anomaly", "metric": "error_rate", "baseline": 0.005, "current": 0.05}],
-        target=Target(kind="webhook", url=url)))
+        target=unchecked(Target, kind="webhook", url=url)))
 
 
 def executor(**kw) -> WebhookExecutor:

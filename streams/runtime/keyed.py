@@ -24,7 +24,15 @@ the README):
   has that key's state rebuilt from its last saved one, and the record is
   dead-lettered as an internal error;
 * a caught-up partition quiet for ``idle_after_s`` is reported to the stage
-  (:meth:`Stage.idle`), so that event time never waits for it.
+  (:meth:`Stage.idle`), so that event time never waits for it;
+* memory is bounded: a key without a record for ``state_ttl_s`` leaves
+  memory (its state is on the changelog and in the local
+  :class:`~streams.runtime.store.StateStore`, and is read back with the key's
+  next record), and at most ``max_keys`` states are held at once: a record
+  of any other key is dead-lettered until idle ones have left, counted, and
+  an alert says so (once per ``cap_alert_s``);
+* :attr:`KeyedConsumer.ready` is false until the consumer owns its
+  partitions and has read their states back, and again during a rebalance.
 
 Kafka is reached only through :class:`Clients`, so tests swap it as httpx's
 transports are swapped.
@@ -40,9 +48,17 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
-from backout.contracts import Record, dead_letter, encode
+from backout.contracts import Alert, Record, dead_letter, encode
 from backout.errors import BackoutError
 from backout.settings import KafkaSettings
 from streams import topics
@@ -50,16 +66,28 @@ from streams.admin import AdminClient, create_topics, existing_topics
 from streams.kafka import read_to_end
 from streams.runtime.ledger import Ledger
 from streams.runtime.sender import Sender
+from streams.runtime.store import StateStore
 from streams.topics import TopicSpec
 
 log = logging.getLogger("backout.runtime")
+PRODUCER_QUEUE_KIB = 64 * 1024  # outputs and dead letters waiting for the broker, at most; then back-pressure
 Output = tuple[str, Record]  # (topic, record); the key is the record's service
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a record was read, for a stage to check it against: its Kafka key and timestamp."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp_s: float | None  # the Kafka timestamp; None when the record has none
 
 
 class Stage(Protocol):
     """What a keyed stage supplies: how to read a record, the step, and how a state is stored."""
 
-    def read(self, value: bytes | None) -> tuple[bytes, Any]:
+    def read(self, value: bytes | None, source: Source) -> tuple[bytes, Any]:
         """The record's state key and the record; raise a BackoutError to refuse it."""
         ...
 
@@ -79,6 +107,10 @@ class Stage(Protocol):
         """Outputs owed when a caught-up partition has gone quiet."""
         ...
 
+    def before(self) -> None:
+        """Before each batch: take what other inputs have brought meanwhile (the metrics stage's deploys)."""
+        ...
+
     def assigned(self, partitions: list[int]) -> None: ...
 
     def revoked(self, partitions: list[int]) -> None: ...
@@ -91,6 +123,7 @@ class Telemetry(Protocol):
     def dead_letter(self, topic: str, reason: str) -> None: ...
     def refused(self, topic: str) -> None: ...
     def backpressure(self) -> None: ...
+    def states(self, topic: str, live: int, evicted: int = 0, capped: int = 0) -> None: ...
 
 
 class Clients:
@@ -130,18 +163,26 @@ class Settings:
     batch: int = 500  # records per consume call: ~15 ms of detector work
     saves: int = 500  # states written per loop at most: the same order of work
     commit_s: float = 1.0
+    state_ttl_s: float = 900.0  # a key this long without a record leaves memory (wall seconds)
+    max_keys: int = 20_000  # states held in memory at most; a record of another key is dead-lettered
+    cap_alert_s: float = 300.0  # at most one alert this often while the cap refuses keys
 
 
 class KeyedConsumer:
     """Runs one :class:`Stage` over ``settings.topic`` in a thread of its own."""
 
-    def __init__(self, stage: Stage, settings: Settings, clients: Clients, telemetry: Telemetry) -> None:
+    def __init__(self, stage: Stage, settings: Settings, clients: Clients, telemetry: Telemetry,
+                 store: StateStore | None = None) -> None:
         self.stage = stage
         self.settings = settings
         self.clients = clients
         self.telemetry = telemetry
+        self.store = store or StateStore()
         self.on_failure: Callable[[BaseException], None] = lambda exc: None
         self._owned: dict[int, Ledger] = {}
+        self._assigned = False  # True between an assignment (states read back) and the next rebalance
+        self._capped_since_alert = 0
+        self._next_cap_alert = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Any = None
@@ -163,13 +204,21 @@ class KeyedConsumer:
     def assigned(self) -> list[int]:
         return sorted(self._owned)
 
+    @property
+    def ready(self) -> bool:
+        """It owns its share of the partitions and has read their states back."""
+        return self._assigned
+
+    def live_keys(self) -> int:
+        return sum(len(ledger.live) for ledger in self._owned.values())
+
     def connect(self) -> None:
         """Create the changelog, the producer and the consumer, and join the group (the thread
         does this; a test drives :meth:`tick` by hand after it)."""
         self.clients.changelog(self.settings.changelog, self.settings.partitions)
         self.sender = Sender(self.clients.producer(**{
             "linger.ms": 5, "enable.idempotence": True, "batch.size": 1 << 19,
-            "queue.buffering.max.messages": 500_000}),
+            "queue.buffering.max.messages": 500_000, "queue.buffering.max.kbytes": PRODUCER_QUEUE_KIB}),
             on_refused=self.telemetry.refused, on_backpressure=self.telemetry.backpressure)
         self._consumer = self.clients.consumer(**{
             "group.id": self.settings.group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -206,6 +255,7 @@ class KeyedConsumer:
             self._next_commit = now + self.settings.commit_s
         if now >= self._next_idle_check:
             self._declare_idle(now)
+            self._evict_idle(now)
             self._next_idle_check = now + 1.0
 
     def close(self) -> None:
@@ -222,6 +272,7 @@ class KeyedConsumer:
 
     def take(self, batch: list[Message], now: float) -> None:
         """Step every record of ``batch`` (consumed at monotonic time ``now``) on its key's state."""
+        self.stage.before()
         counts: dict[int, int] = {}
         for msg in batch:
             error = msg.error()
@@ -246,18 +297,27 @@ class KeyedConsumer:
 
     def _record(self, msg: Message, ledger: Ledger, offset: int, now: float) -> None:
         stage = self.stage
+        kind, timestamp_ms = msg.timestamp()
+        source = Source(ledger.partition, offset, msg.key(), timestamp_ms / 1000 if kind != TIMESTAMP_NOT_AVAILABLE else None)
         try:
-            key, record = stage.read(msg.value())
+            key, record = stage.read(msg.value(), source)
         except BackoutError as exc:
             self._dead_letter(msg, ledger, offset, str(exc))
             return
-        if offset <= ledger.applied.get(key, -1):  # read again after a restart: its state includes it
+        state = ledger.live.get(key)
+        applied = ledger.applied.get(key, -1)
+        stored = None if state is not None else self.store.get(ledger.partition, key)
+        if stored is not None:
+            applied = stored[0]
+        if offset <= applied:  # read again after a restart: its state includes it
             self._send_all(stage.after(ledger.partition, record), ledger, offset)
             return
+        if state is None and self.live_keys() >= self.settings.max_keys:
+            self._refuse_over_cap(msg, ledger, offset, key)
+            return
         try:
-            state = ledger.live.get(key)
-            if state is None and key in ledger.saved:
-                state = stage.load(key, ledger.saved[key])
+            if stored is not None:
+                state = stage.load(key, stored[1])
             state, outputs = stage.step(state, record)
         except BackoutError as exc:
             self._dead_letter(msg, ledger, offset, str(exc))
@@ -278,6 +338,24 @@ class KeyedConsumer:
         for topic, record in outputs:
             service = getattr(record, "service", None)
             self._send(topic, encode(record), service.encode() if service else None, ledger, offset, key)
+
+    def _refuse_over_cap(self, msg: Message, ledger: Ledger, offset: int, key: bytes) -> None:
+        settings = self.settings
+        self.telemetry.states(settings.topic, self.live_keys(), capped=1)
+        self._dead_letter(msg, ledger, offset, (
+            f"state cap: this worker holds max_keys = {settings.max_keys} states (BACKOUT_MAX_KEYS) and key "
+            f"{_shown(key)} is not one of them; its records are refused until idle keys leave memory "
+            f"(state_ttl_s = {settings.state_ttl_s:g} s)"))
+        self._capped_since_alert += 1
+        now = time.monotonic()
+        if now < self._next_cap_alert:
+            return
+        self._next_cap_alert = now + settings.cap_alert_s
+        count, self._capped_since_alert = self._capped_since_alert, 0
+        text = (f"The {settings.topic} stage is at its state cap ({settings.max_keys} keys held, BACKOUT_MAX_KEYS): "
+                f"{count} record(s) of keys it does not hold were dead-lettered since the last alert. A flood of new "
+                "names? See backout.deadletter; raise the cap only if the keys are real.")
+        self._send(topics.ALERTS, encode(Alert(ts=time.time(), severity="warning", text=text)), None, None, -1)
 
     def _dead_letter(self, msg: Message, ledger: Ledger, offset: int, reason: str) -> None:
         topic = msg.topic() or ""
@@ -306,15 +384,27 @@ class KeyedConsumer:
         for ledger in list(self._owned.values()):
             ready = ledger.ready(float("inf") if everything else changed_before,
                                  len(ledger.dirty) if everything else budget)
+            stored = []
             for key, first in ready:
                 del ledger.dirty[key]
                 state = self.stage.dump(ledger.live[key])
-                ledger.saved[key] = state
+                stored.append((key, ledger.applied[key], state))
                 entry = b'{"offset":%d,"state":%s}' % (ledger.applied[key], state)
                 # owner=key: not saved again until this write is acknowledged, so a retried older
                 # state can never land after a newer one
                 self._send(self.settings.changelog, entry, key, ledger, first, owner=key, partition=ledger.partition)
+            if stored:
+                self.store.put(ledger.partition, stored)
             budget -= len(ready)
+
+    def _evict_idle(self, now: float, budget: int = 20_000) -> None:
+        """Keys idle for ``state_ttl_s`` leave memory; their saved state waits in the store."""
+        evicted = 0
+        for ledger in self._owned.values():
+            for key in ledger.idle_keys(now - self.settings.state_ttl_s, budget - evicted):
+                ledger.forget(key)
+                evicted += 1
+        self.telemetry.states(self.settings.topic, self.live_keys(), evicted=evicted)
 
     def _commit(self, partitions: list[int], asynchronous: bool) -> None:
         offsets = []
@@ -342,15 +432,23 @@ class KeyedConsumer:
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         owned = {tp.partition: Ledger(tp.partition) for tp in partitions}
+        self.store.drop(owned)  # the changelog is the truth: read it again
+        entries: dict[int, list[tuple[bytes, int, bytes]]] = {p: [] for p in owned}
         for partition, key, value in self.clients.restore(self.settings.changelog, list(owned)):
             offset, state = _entry(value)
-            owned[partition].applied[key] = offset
-            owned[partition].saved[key] = state
+            entries[partition].append((key, offset, state))
+            if len(entries[partition]) >= 1000:
+                self.store.put(partition, entries[partition])
+                entries[partition] = []
+        for partition, rest in entries.items():
+            self.store.put(partition, rest)
         self._owned.update(owned)
         self.stage.assigned(sorted(owned))
+        self._assigned = True
         log.info("%s partitions now %s", self.settings.topic, self.assigned())
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._assigned = False
         mine = [tp.partition for tp in partitions if tp.partition in self._owned]
         try:
             self._checkpoint(mine)
@@ -360,6 +458,7 @@ class KeyedConsumer:
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Out of the group (session timed out): another worker may own them already; it must not
         see commits from here. Their next owner replays from the last commit."""
+        self._assigned = False
         self._drop([tp.partition for tp in partitions if tp.partition in self._owned])
         log.warning("lost %s partitions %s; now %s", self.settings.topic,
                     sorted(tp.partition for tp in partitions), self.assigned())
@@ -368,6 +467,7 @@ class KeyedConsumer:
         for partition in partitions:
             del self._owned[partition]
             self.telemetry.released(self.settings.topic, partition)
+        self.store.drop(partitions)
         self.stage.revoked(partitions)
 
     # -- event time -------------------------------------------------------------------
@@ -400,3 +500,8 @@ def _entry(value: bytes) -> tuple[int, bytes]:
     if not sep or not head.startswith(b'{"offset":'):
         raise BackoutError(f"unreadable changelog record: {value[:80]!r}")
     return int(head[len(b'{"offset":'):]), rest[:-1]
+
+
+def _shown(key: bytes) -> str:
+    text = key.decode(errors="replace").replace("\x1f", "/")
+    return repr(text if len(text) <= 80 else f"{text[:60]}… ({len(text)} chars)")

@@ -28,9 +28,9 @@ class Ledger:
     """One owned partition: its states, what of them is saved, and what is still in flight."""
 
     partition: int
-    saved: dict[bytes, bytes] = field(default_factory=dict)  # key -> its state as last written
-    live: dict[bytes, Any] = field(default_factory=dict)  # key -> its state, being updated
-    applied: dict[bytes, int] = field(default_factory=dict)  # key -> offset of the last record in its state
+    live: dict[bytes, Any] = field(default_factory=dict)  # key -> its state, held in memory
+    applied: dict[bytes, int] = field(default_factory=dict)  # live key -> offset of the last record in its state
+    touched: dict[bytes, float] = field(default_factory=dict)  # live key -> when it last had a record, oldest first
     dirty: dict[bytes, tuple[int, float]] = field(default_factory=dict)  # key -> (first unsaved offset, since)
     unacked: dict[int, int] = field(default_factory=dict)  # record offset -> writes in flight because of it
     unacked_by_key: dict[bytes, int] = field(default_factory=dict)  # key -> its writes in flight
@@ -47,6 +47,8 @@ class Ledger:
     def changed(self, key: bytes, offset: int, now: float) -> None:
         """``key``'s state now includes the record at ``offset``; it must be saved."""
         self.applied[key] = offset
+        self.touched.pop(key, None)  # to the end: the most recent
+        self.touched[key] = now
         if key not in self.dirty:
             self.dirty[key] = (offset, now)
 
@@ -54,6 +56,19 @@ class Ledger:
         """Drop a live state that may be half-changed: it is rebuilt from its last saved one."""
         self.live.pop(key, None)
         self.dirty.pop(key, None)
+        self.applied.pop(key, None)
+        self.touched.pop(key, None)
+
+    def idle_keys(self, touched_before: float, budget: int) -> list[bytes]:
+        """Live keys without a record since ``touched_before`` whose state is saved and on the
+        broker: they may leave memory. The oldest first, ``budget`` at most."""
+        idle: list[bytes] = []
+        for key, since in self.touched.items():
+            if since >= touched_before or len(idle) >= budget:
+                break
+            if key not in self.dirty and not self.unacked_by_key.get(key):
+                idle.append(key)
+        return idle
 
     def hold(self, offset: int, key: bytes | None = None) -> None:
         self.unacked[offset] = self.unacked.get(offset, 0) + 1
