@@ -3,9 +3,9 @@
 VENV      := .venv
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
-# Debian packages the tests start for real: nginx (the blue/green switch, tests/test_bluegreen.py),
-# prometheus (the bridge and remote write, tests/test_feeds_integration.py), chromium (the web page
-# in a real browser, tests/test_web.py).
+# Debian packages the tests and the demo start for real: nginx (the blue/green switch,
+# tests/test_bluegreen.py, and the demo's load balancer), prometheus (the bridge and remote write,
+# tests/test_feeds_integration.py), chromium (the web page in a real browser, tests/test_web.py).
 DEBIAN_PACKAGES := nginx prometheus chromium
 
 .PHONY: demo test bench lint system-deps clean
@@ -23,7 +23,7 @@ system-deps:
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
 
-demo: $(STAMP)
+demo: $(STAMP) system-deps
 	$(BIN)/backout demo
 
 lint: $(STAMP)
@@ -41,6 +41,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/feeds.py --json
 	$(BIN)/python bench/recovery.py --json
 	$(BIN)/python bench/executor.py --json
+	$(BIN)/python bench/demo.py --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "executor": ("actions.service:executor", "Run the rollback executor: approval gate, targets, verification."),
     "backtest": ("streams.backtest:backtest", "Replay a JSON Lines file through the core and print its decisions."),
     "simulate": ("streams.simulate:simulate", "Write realistic labelled scenarios as JSON Lines."),
-    "demo": ("streams.demo:demo", "Catch a bad deploy end to end on an embedded broker."),
+    "demo": ("streams.demo:demo", "Deploy a bad version behind a real nginx; watch it rolled back and verified."),
     "approve": ("actions.approvals:approve", "Approve a pending rollback of an incident."),
     "deny": ("actions.approvals:deny", "Deny a pending rollback of an incident."),
     "deploy-event": ("streams.ingest:deploy_event", "Publish one deployment event to the deploys topic."),

@@ -13,6 +13,7 @@
     ├── BrokerError              the Kafka broker cannot be started or reached
     ├── UnknownIncident          no decision on the actions topic carries this incident id
     ├── AnswerRefused            an approval or denial that would change nothing
+    ├── DemoError                a part of ``backout demo``'s stack did not start
     └── NotBuiltYet              a CLI command whose feature has not landed
 
 The CLI prints ``str(error)`` as one red line and exits 1; messages say what
@@ -70,6 +71,10 @@ class UnknownIncident(BackoutError):
 
 class AnswerRefused(BackoutError):
     """An approval or denial the gate would ignore (answered, executed, escalated, timed out)."""
+
+
+class DemoError(BackoutError):
+    """A part of ``backout demo``'s own stack (a service, nginx, a child process) did not start."""
 
 
 class NotBuiltYet(BackoutError):

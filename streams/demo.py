@@ -1,175 +1,178 @@
-"""``backout demo``: a bad deploy caught end to end, on a broker and worker it starts itself.
+"""``backout demo``: a bad deploy caught, rolled back and verified, on real parts started here.
 
-It streams a simulated scenario — a few services, one bad deploy, one good
-deploy, a spike — through the real topics in accelerated event time, shows
-the timeline live as the worker publishes anomalies and decisions, then stops
-everything it started. Exit code 0 means the bad deploy was rolled back and
-nothing else was.
+Two real versions of a small HTTP service behind a real nginx, real users sending requests
+through it, the service's exporter, the worker and the executor, on an embedded broker
+(:mod:`streams.demo_stack`). After a warm-up long enough for the monitors to learn the
+baseline, the demo deploys v2.15.1 by switching nginx to it and publishes the deploy event;
+then it only watches (:mod:`streams.demo_timeline`): Backout notices, decides, switches nginx
+back and verifies the recovery on its own. With ``--mode approval`` the worker asks instead,
+and the demo puts the question to the terminal; ``--good`` deploys a healthy v2.15.2, which
+must be left alone. Exit code 0: the run ended as it should (``verified``; ``no_action``
+with ``--good``; ``denied`` when the answer was no).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
-from typing import Any
+from types import FrameType
 
 import click
+import yaml
 from rich.console import Console
+from rich.markdown import Markdown
+from rich.markup import escape
 
-from backout.contracts import Deploy, Metric, decode
-from backout.settings import KafkaSettings
-from streams import topics
-from streams.admin import create_topics
-from streams.broker import EmbeddedBroker
-from streams.kafka import consumer, sender
-from streams.processes import WorkerProcess
-from streams.replay import replay_paced
-from streams.simulate import demo_scenario as _simulated
+from backout.errors import BackoutError
+from backout.settings import load_config
+from streams.demo_service import VERSIONS
+from streams.demo_stack import GOOD_VERSION, SERVICE, DemoStack
+from streams.demo_story import Story, play
+from streams.demo_timeline import Timeline, result, watch
 
-WATCHED = (topics.ANOMALIES, topics.ACTIONS, topics.ALERTS, topics.DEADLETTER)
-STYLE = {"deploy": "cyan", "anomaly": "yellow", "decision": "bold red", "alert": "magenta", "deadletter": "dim"}
-
-
-def demo_scenario(seed: int = 7) -> list[Metric | Deploy]:
-    """The demo's records in event-time order (see :func:`streams.simulate.demo_scenario`)."""
-    return sorted(_simulated(seed), key=lambda r: r.ts)
-
-
-class Timeline:
-    """Collects what the worker publishes and prints each item as it arrives."""
-
-    def __init__(self, console: Console, t0: float) -> None:
-        self.console = console
-        self.t0 = t0
-        self.items: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def show(self, kind: str, ts: float, text: str) -> None:
-        offset = ts - self.t0
-        self.console.print(f"[dim]{offset / 60:+7.1f} min[/dim]  [{STYLE.get(kind, '')}]{kind:<10}[/] {text}")
-
-    def add(self, topic: str, value: bytes) -> None:
-        data = json.loads(value)
-        with self._lock:
-            self.items.append(data)
-        kind = data.get("type", "?")
-        if kind == "anomaly":
-            text = (f"{data['service']} {data['metric']}: {data['baseline']:.4g} → {data['current']:.4g} "
-                    f"({data['ratio']:.1f}x), onset {(data['onset_ts'] - self.t0) / 60:+.1f} min")
-        elif kind == "decision":
-            text = f"{data['action'].upper()} {data['service']} ({data['incident_id']}): {data['reason']}"
-        elif kind == "alert":
-            return  # the decision line already carries the sentence
-        else:  # a dead letter: its envelope's ts is the broker's clock; show the record's own event time
-            self.show(kind, _event_ts(data) or self.t0, str(data.get("reason", "")).split(";")[0])
-            return
-        self.show(kind, float(data.get("ts", self.t0)), text)
-
-    def decisions(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [i for i in self.items if i.get("type") == "decision"]
-
-
-def _event_ts(envelope: dict[str, Any]) -> float | None:
-    try:
-        return float(json.loads(envelope.get("value", ""))["ts"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _watch(kafka: KafkaSettings, timeline: Timeline, stop: threading.Event) -> None:
-    cons = consumer(kafka, list(WATCHED))
-    try:
-        while not stop.is_set():
-            msg = cons.poll(0.2)
-            if msg is None or msg.error():
-                continue
-            topic, value = msg.topic(), msg.value()
-            if topic is not None and value is not None:
-                timeline.add(topic, value)
-    finally:
-        cons.close()
+WARMUP_MARGIN_SAMPLES = 3  # samples past the monitors' warm-up, so that they test before the deploy
+SUCCESS = {"verified", "no_action", "denied"}
 
 
 @click.command()
-@click.option("--speed", default=120.0, show_default=True, type=click.FloatRange(min=1),
-              help="Event seconds streamed per wall second after the warm-up.")
-@click.option("--seed", default=7, show_default=True, help="Seed of the simulated scenario.")
-@click.option("--json", "as_json", is_flag=True, help="End with one JSON summary on stdout (timeline on stderr).")
-@click.option("--timeout", "timeout_s", default=120.0, show_default=True,
-              help="Give up waiting for the decision after this many wall seconds.")
-def demo(speed: float, seed: int, as_json: bool, timeout_s: float) -> None:
-    """Catch a bad deploy end to end: embedded broker, worker, simulated traffic, live timeline."""
+@click.option("--mode", type=click.Choice(["auto", "approval"]), default="auto", show_default=True,
+              help="The worker's policy mode: roll back on its own, or ask first (the demo asks you).")
+@click.option("--yes", is_flag=True, help="With --mode approval: answer yes for you.")
+@click.option("--good", is_flag=True, help="Deploy a healthy v2.15.2 instead: nothing must be rolled back.")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON object on stdout (timeline on stderr).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Policy and detector YAML for the worker (default: built-in defaults).")
+@click.option("--rate", "rate_per_s", default=80.0, show_default=True, type=click.FloatRange(1, 500),
+              help="Requests a second the demo's users send through nginx.")
+@click.option("--interval-s", default=2.0, show_default=True, type=click.FloatRange(0.5, 60),
+              help="The exporter's interval: one sample of each metric this often.")
+@click.option("--observe-s", default=60.0, show_default=True, type=click.FloatRange(1),
+              help="With --good: how long to watch the healthy deploy before ending with no_action.")
+@click.option("--plot", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Also draw the incident's metrics to this PNG (backout incident report --plot).")
+@click.option("--timeout-s", default=240.0, show_default=True, type=click.FloatRange(1),
+              help="Give up this long after the deploy (status timeout).")
+def demo(mode: str, yes: bool, good: bool, as_json: bool, config_path: Path | None, rate_per_s: float,
+         interval_s: float, observe_s: float, plot: Path | None, timeout_s: float) -> None:
+    """Deploy a bad version behind a real nginx and watch Backout roll it back and verify it."""
+    if mode == "approval" and not yes and not sys.stdin.isatty():
+        raise click.UsageError("--mode approval asks in the terminal: run it in one, or add --yes")
     console = Console(stderr=as_json, highlight=False)
-    records = demo_scenario(seed)
-    deploys = [r for r in records if r.type == "deploy"]
-    labels = {d.deploy_id: d.model_extra.get("label", "") for d in deploys if d.model_extra}
-    first_deploy = min(d.ts for d in deploys)
-    t0 = records[0].ts
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="backout-demo-") as tmp, EmbeddedBroker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        create_topics(kafka, topics_for_demo())
-        console.print(f"[bold]Backout demo[/bold]: broker {broker.bootstrap}, "
-                      f"{len({r.service for r in records})} services, {len(records)} records")
-        worker = WorkerProcess(broker.bootstrap, Path(tmp) / "worker", partitions=2, store="memory://",
-                               log=Path(tmp) / "worker.log").start()
-        stop = threading.Event()
-        timeline = Timeline(console, t0)
-        watcher = threading.Thread(target=_watch, args=(kafka, timeline, stop), daemon=True)
-        try:
-            worker.wait_ready()
-            watcher.start()
-            console.print(f"warm-up: {(first_deploy - 600 - t0) / 60:.0f} min of normal traffic, fast-forwarded")
-            shown: set[str] = set()
-
-            def on_tick(ts: float) -> None:
-                for d in deploys:
-                    if d.deploy_id not in shown and d.ts <= ts:
-                        shown.add(d.deploy_id)
-                        timeline.show("deploy", d.ts, f"{d.service} {d.previous_version} → {d.version} "
-                                                      f"({d.deploy_id}) {labels.get(d.deploy_id, '')}")
-
-            replay_paced(sender(kafka), records, speed, from_ts=first_deploy - 600, on_tick=on_tick)
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline and not any(
-                    d["action"] == "rollback" for d in timeline.decisions()):
-                time.sleep(0.2)
-            time.sleep(2)  # anything else the worker still had to say
-        finally:
-            stop.set()
-            worker.stop()
-            watcher.join(timeout=5)
-    summary = summarise(deploys, timeline.decisions(), time.monotonic() - started)
-    console.print(f"[bold]{summary['verdict']}[/bold]")
+    signal.signal(signal.SIGTERM, _interrupt)  # a kill stops the stack as Ctrl-C does
+    timeline = Timeline(console)
+    tmp = Path(tempfile.mkdtemp(prefix="backout-demo-"))
+    status = "error"
+    try:
+        status = _play(tmp, timeline, mode, config_path, good, yes, rate_per_s, interval_s, observe_s,
+                       timeout_s, plot)
+    except KeyboardInterrupt:
+        status = "interrupted"
+        console.print("[bold red]interrupted[/bold red]: everything the demo started is stopped")
+    except BackoutError as exc:
+        if as_json:
+            sys.stdout.write(json.dumps({**result("error", timeline), "error": str(exc)}) + "\n")
+        raise
+    finally:
+        if status in SUCCESS or status == "interrupted":
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            console.print(f"the logs of every part are kept in {tmp}")
+    summary = result(status, timeline)
+    console.print(_verdict(summary, good))
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
-    sys.exit(0 if summary["ok"] else 1)
+    sys.exit(0 if status in SUCCESS else 130 if status == "interrupted" else 1)
 
 
-def topics_for_demo() -> list:
-    from streams.topics import specs
+def _play(tmp: Path, timeline: Timeline, mode: str, config_path: Path | None, good: bool, yes: bool,
+          rate_per_s: float, interval_s: float, observe_s: float, timeout_s: float, plot: Path | None) -> str:
+    """Start the stack in ``tmp``, play the story, print the report, stop the stack; the status."""
+    console = timeline.console
+    config = _config(tmp, config_path, mode)
+    warmup_s = _warmup_s(config, interval_s)
+    console.print("[bold]Backout demo[/bold]: starting the broker, two versions of checkout, nginx, "
+                  "the worker and the executor …")
+    with DemoStack(tmp, "v2.15.2" if good else "v2.15.1", rate_per_s, interval_s, config) as stack:
+        _introduce(console, stack, warmup_s)
+        stop = threading.Event()
+        watcher = threading.Thread(target=watch, args=(stack.kafka, timeline, stop), daemon=True)
+        watcher.start()
+        try:
+            status = play(stack, timeline, Story(good, yes, warmup_s, observe_s, timeout_s))
+            _report(console, stack, timeline, plot)
+        finally:
+            stop.set()
+            watcher.join(timeout=5)
+        console.print("stopping everything the demo started …")
+    return status
 
-    return specs(partitions=2, retention_hours=1)
+
+def _report(console: Console, stack: DemoStack, timeline: Timeline, plot: Path | None) -> None:
+    """The incident's story as Backout tells it afterwards: ``backout incident report``."""
+    decision = timeline.first("decision")
+    if decision is None:
+        return
+    argv = [sys.executable, "-m", "backout.cli", "incident", "report", decision.record["incident_id"]]
+    argv += ["--plot", str(plot)] if plot is not None else []
+    console.rule(f"backout incident report {decision.record['incident_id']}")
+    done = subprocess.run(argv, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.broker.bootstrap},
+                          capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        console.print(f"[red]the incident report failed:[/red] {escape(done.stderr.strip())}")
+        return
+    console.print(Markdown(done.stdout))
+    if done.stderr.strip():
+        console.print(escape(done.stderr.strip()), style="dim")
+    console.rule()
 
 
-def summarise(deploys: list[Deploy], decisions: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
-    """What was decided, and how long after the bad deploy (event seconds)."""
-    by_deploy: dict[str, Deploy] = {}
-    for d in deploys:  # a slow rollout sends several records; the first is when it landed
-        by_deploy.setdefault(d.deploy_id, d)
-    bad = [d for d in by_deploy.values() if (d.model_extra or {}).get("label") == "bad"]
-    rollbacks = [x for x in decisions if x["action"] == "rollback"]
-    caught = [x for x in rollbacks if x.get("deploy_id") in {d.deploy_id for d in bad}]
-    false = [x for x in rollbacks if x not in caught]
-    ok = bool(bad) and len(caught) == len(bad) and not false
-    after = [x["ts"] - by_deploy[x["deploy_id"]].ts for x in caught]
-    verdict = (f"bad deploy rolled back {after[0]:.0f} s (event time) after it landed; no other rollback"
-               if ok else f"demo FAILED: {len(caught)}/{len(bad)} bad deploys rolled back, {len(false)} false")
-    return {"ok": ok, "verdict": verdict, "decisions": [decode(json.dumps(x)).model_dump() for x in decisions],
-            "bad_deploys": [d.deploy_id for d in bad], "rolled_back_after_deploy_s": after,
-            "false_rollbacks": len(false), "wall_s": round(wall_s, 1)}
+def _introduce(console: Console, stack: DemoStack, warmup_s: float) -> None:
+    console.print(f"  broker  {stack.broker.bootstrap} (embedded, in memory)")
+    for env in (stack.blue, stack.green):
+        console.print(f"  {env.environment:<6}  {env.address}  {SERVICE} {env.version}: {VERSIONS[env.version].note}")
+    console.print(f"  nginx   {stack.nginx.url} → blue ({GOOD_VERSION}); upstream include {stack.nginx.include}")
+    console.print(f"  users   {stack.rate_per_s:.0f} requests/s through nginx; the exporter publishes requests, "
+                  f"error_rate and latency_p95 every {stack.interval_s:g} s")
+    console.print(f"warm-up: {warmup_s:.0f} s of traffic on blue, so that the monitors learn the baseline")
+
+
+def _verdict(summary: dict, good: bool) -> str:
+    status = summary["status"]
+    if status == "verified":
+        return (f"[bold green]verified[/bold green]: rolled back {summary['deploy_to_rollback_s']} s after the "
+                f"deploy, recovery verified {summary['deploy_to_verified_s']} s after it")
+    if status == "no_action":
+        return "[bold green]no_action[/bold green]: the healthy deploy was left alone"
+    if status == "denied":
+        return "[bold]denied[/bold]: you said no, so nothing was rolled back"
+    return f"[bold red]{status}[/bold red]: the demo did not end as it should" + (" (--good)" if good else "")
+
+
+def _config(tmp: Path, given: Path | None, mode: str) -> Path | None:
+    """The worker's configuration: the one given, with ``policy.mode: approval`` if asked."""
+    if mode == "auto":
+        return given
+    data = yaml.safe_load(given.read_text()) if given is not None else {}
+    data = data or {}
+    data.setdefault("policy", {})["mode"] = mode
+    path = tmp / "backout.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _warmup_s(config: Path | None, interval_s: float) -> float:
+    """Long enough for every monitor of the exporter's metrics to have learnt its baseline."""
+    specs = load_config(config).metrics
+    samples = max(specs[m].warmup_samples for m in ("error_rate", "latency_p95"))
+    return (samples + WARMUP_MARGIN_SAMPLES) * interval_s
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

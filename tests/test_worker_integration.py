@@ -22,10 +22,10 @@ from detectors.engine import Engine
 from streams import topics
 from streams.admin import create_topics
 from streams.broker import EmbeddedBroker
-from streams.demo import demo_scenario
 from streams.kafka import consumer, messages, sender
 from streams.processes import WorkerProcess
 from streams.replay import publish_inputs
+from streams.simulate import demo_scenario
 from streams.topics import specs
 
 PARTITIONS = 3
@@ -40,7 +40,7 @@ def fresh_broker() -> Iterator[EmbeddedBroker]:
 
 @pytest.fixture(scope="module")
 def scenario() -> list[Metric | Deploy]:
-    return demo_scenario(seed=7)
+    return sorted(demo_scenario(seed=7), key=lambda r: r.ts)
 
 
 @pytest.fixture(scope="module")

@@ -87,6 +87,7 @@ class Publisher:
         self._queue: queue.SimpleQueue[tuple[str, bytes, bytes | None, int, Callable[[], None]]] = \
             queue.SimpleQueue()
         self._stop = threading.Event()
+        self._own_producer: Any = None  # the producer :meth:`connect` made, closed with the publisher
         self._thread = threading.Thread(target=self._run, name="backout-feed-publisher", daemon=True)
         self._thread.start()
 
@@ -100,7 +101,9 @@ class Publisher:
             "linger.ms": 20, "enable.idempotence": False,
             "queue.buffering.max.messages": max_buffered + BATCH,
         }))
-        return cls(Sender(producer), max_buffered, counts)
+        publisher = cls(Sender(producer), max_buffered, counts)
+        publisher._own_producer = producer
+        return publisher
 
     @property
     def buffered(self) -> int:
@@ -157,6 +160,10 @@ class Publisher:
             log.error("%d buffered records not published: the broker did not take them in %.0f s",
                       self._buffered, timeout_s)
             self.counts.dropped.labels("all", "unsent at shutdown").inc(self._buffered)
+        if self._own_producer is not None and not self._thread.is_alive():  # its connections end now,
+            # not whenever it is collected (a thread still sending keeps it)
+            self._own_producer.close()
+            self._own_producer = None
 
     def _run(self) -> None:
         while not (self._stop.is_set() and self._queue.empty() and self.sender.in_flight == 0):
