@@ -503,3 +503,8 @@ def simulate(out: str, seed: int, kinds: tuple[str, ...], hours: float, services
     bad = sum(d["label"] == "bad" for d in labels["deploys"])
     click.echo(f"wrote {base}.jsonl ({len(records)} records, {len(labels['deploys'])} deploys, {bad} bad) "
                f"and {base}.labels.json", err=True)
+
+
+def demo_records(seed: int = 7) -> list[Metric | Deploy]:
+    """The demo scenario in event-time order, as a live stream or a dump would hold it."""
+    return sorted(demo_scenario(seed), key=lambda r: r.ts)

@@ -141,7 +141,7 @@ def test_read_to_end_reads_every_record_of_a_batch(kafka, unique):
 
 def test_backtest_reads_a_whole_dump(kafka, unique, tmp_path):
     """A dump of every topic is a backtest file: the same decisions as the inputs alone."""
-    from streams.demo import demo_scenario
+    from streams.simulate import demo_records as demo_scenario
 
     a = fresh(unique, "bt")
     provision(kafka, a)

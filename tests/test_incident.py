@@ -268,7 +268,7 @@ def test_the_timeline_of_real_decider_output():
     """The demo scenario through the real engine: the fold reads what the decider actually wrote."""
     from detectors.config import BackoutConfig
     from detectors.engine import Engine
-    from streams.demo import demo_scenario
+    from streams.simulate import demo_records as demo_scenario
 
     records = demo_scenario()
     engine = Engine(BackoutConfig())

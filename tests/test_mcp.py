@@ -24,7 +24,7 @@ from streams import topics
 from streams.admin import create_topics
 from streams.backtest import replay
 from streams.broker import free_port, wait_for_port
-from streams.demo import demo_scenario
+from streams.simulate import demo_records as demo_scenario
 from streams.topics import TopicSpec
 from tests.test_incident import INC, T, story
 
