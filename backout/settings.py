@@ -41,7 +41,7 @@ class WorkerSettings(BaseSettings):
     idle_after_s: float = 10.0  # a caught-up metrics partition this long without a sample is declared idle
     checkpoint_s: float = 5.0  # how often the metrics stage writes changed monitor states (and commits)
     state_ttl_s: float = 900.0  # a (service, metric) this long without a sample leaves memory (not the changelog)
-    max_keys: int = 20_000  # monitors held in memory at most (~4-6 kB each); samples of other streams are dead-lettered
+    max_keys: int = 20_000  # monitors held in memory at most (4-10 kB each); samples of other streams are dead-lettered
 
 
 class KafkaSettings(BaseSettings):

@@ -21,6 +21,7 @@ from backout.settings import KafkaSettings
 from streams import topics
 from streams.kafka import publish, read_to_end, sender
 from streams.processes import ExecutorProcess
+from tests.fakes import unchecked
 
 PARTITIONS = 2
 T_ONSET_AGO_S = 120.0
@@ -63,10 +64,11 @@ def evidence(service: str, version: str, onset_ts: float) -> list[dict[str, Any]
 def decision(service: str, target: Target | None, action: str = "rollback", incident: str | None = None,
              frm: str = "v2", to: str = "v1", ts: float | None = None, **fields: Any) -> Decision:
     now = time.time() if ts is None else ts
-    return Decision(ts=now, incident_id=incident or f"inc-{service}", service=service, action=action,  # type: ignore[arg-type]
-                    from_version=frm, to_version=to, confidence=0.99, target=target,
-                    reason=f"Error rate increased 10x (0.5% → 5.0%) after deployment of {frm}; rolling back to {to}.",
-                    evidence=evidence(service, frm, now - T_ONSET_AGO_S), **fields)
+    # unchecked: the tests also publish decisions the contract refuses, to see them dead-lettered
+    return unchecked(Decision, ts=now, incident_id=incident or f"inc-{service}", service=service,
+                     action=action, from_version=frm, to_version=to, confidence=0.99, target=target,
+                     reason=f"Error rate increased 10x (0.5% → 5.0%) after deployment of {frm}; rolling back to {to}.",
+                     evidence=evidence(service, frm, now - T_ONSET_AGO_S), **fields)
 
 
 def send(kafka: KafkaSettings, topic: str, records: list[Record]) -> None:

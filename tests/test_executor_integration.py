@@ -43,6 +43,7 @@ from tests.executor_stack import (
     statuses,
     wait_until,
 )
+from tests.fakes import unchecked
 from tests.kube_api import KubeAPI
 from tests.nginx import NGINX, Backend, Nginx
 from tests.receiver import Receiver
@@ -186,14 +187,14 @@ def test_an_approval_after_a_superseding_rollback_changes_nothing(stack: Stack) 
 
 @pytest.mark.parametrize("service,target,frm,to,says", [
     ("x; rm -rf /", None, "v2", "v1", "field 'service'"),
-    ("evilns", {"kind": "kubernetes", "namespace": "../../etc", "name": "evil"}, "v2", "v1", "namespace '../../etc'"),
+    ("evilns", {"kind": "kubernetes", "namespace": "../../etc", "name": "evil"}, "v2", "v1", "field 'target.namespace': got '../../etc'"),
     ("bigname", {"kind": "image", "image": "registry.example.com/shop/big", "service": "bigname"}, "v2", "v" * 10_000,
      "to_version"),
 ], ids=["shell in the service", "path in the namespace", "10 kB version"])
 def test_malicious_names_are_refused_with_a_dead_letter(stack: Stack, service: str, target: dict | None, frm: str,
                                                           to: str, says: str) -> None:
     requests_before = len(stack.api.requests)
-    bad = decision(service, Target(**target) if target else image_target("evil"), incident=f"inc-bad-{len(says)}",
+    bad = decision(service, unchecked(Target, **target) if target else image_target("evil"), incident=f"inc-bad-{len(says)}",
                    frm=frm, to=to)
     send(stack.kafka, topics.ACTIONS, [bad])
     letters = wait_until("dead letter", lambda: [r for _, r in records(stack.kafka, topics.DEADLETTER)

@@ -89,6 +89,17 @@ def start_and_watch_health(worker: WorkerProcess, timeout_s: float = 90.0) -> li
     return answers
 
 
+def wait_consumed(worker: WorkerProcess, count: int, timeout_s: float = 120.0) -> None:
+    pattern = f'backout_records_consumed_total{{topic="{topics.METRICS}"}} '
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = next((x for x in worker.metrics().splitlines() if x.startswith(pattern)), pattern + "0")
+        if float(line.split()[-1]) >= count:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the worker did not read {count} metric records in {timeout_s:.0f} s")
+
+
 def test_hostile_corpus_and_a_flood_through_a_live_worker(fresh_broker, tmp_path: Path, monkeypatch):
     records, _ = scenario(11, kinds=["bad_error", "good", "bad_latency"], hours=1.5, services=8)
     clean, refused_by_core = Engine(BackoutConfig()), set()
@@ -116,21 +127,26 @@ def test_hostile_corpus_and_a_flood_through_a_live_worker(fresh_broker, tmp_path
         hostile_at: dict[int, corpus.Hostile] = {}
         flood_at: list[int] = []
         start = len(records) // 3  # every partition has its event time by then
-        hostile = None
+        hostile = iter(corpus.metrics(records[start].service, records[start].ts)
+                       + corpus.deploys(records[start].service, records[start].ts))
+        flooding = False
         for i, record in enumerate(records):
             topic = topics.METRICS if isinstance(record, Metric) else topics.DEPLOYS
             scenario_at[out.send(topic, encode(record), record.service.encode(), record.ts)] = i
-            if i == start:
-                hostile = iter(corpus.metrics(record.service, record.ts) + corpus.deploys(record.service, record.ts))
-            if hostile is not None and i % 7 == 0 and isinstance(record, Metric):
-                h = next(hostile, None)
-                if h is None:
-                    if len(flood_at) < FLOOD:  # after the corpus: new names, valid, one sample each
-                        name = f"flood-{len(flood_at):04d}"
-                        flood = Metric(ts=record.ts, service=name, metric="error_rate", value=0.5, count=100)
-                        flood_at.append(out.send(topics.METRICS, encode(flood), name.encode(), record.ts))
-                    continue
+            if i <= start or i % 7 or not isinstance(record, Metric):
+                continue
+            h = next(hostile, None)
+            if h is not None:
                 hostile_at[out.send(h.topic, h.value, h.key, record.ts)] = h
+                continue
+            if not flooding:  # the corpus read first: partitions are read in any order, and the
+                out.flush()   # flood must not take the state cap before a hostile record is judged
+                wait_consumed(worker, sum(t == topics.METRICS for t, _, _ in out.landed.values()))
+                flooding = True
+            if len(flood_at) < FLOOD:  # new names, valid, one sample each
+                name = f"flood-{len(flood_at):04d}"
+                flood = Metric(ts=record.ts, service=name, metric="error_rate", value=0.5, count=100)
+                flood_at.append(out.send(topics.METRICS, encode(flood), name.encode(), record.ts))
         out.flush()
         assert len(hostile_at) >= 50 and len(flood_at) == FLOOD, "the corpus and the flood were all sent"
 
