@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 LABELS = {"error_rate": "Error rate", "latency_p95": "p95 latency", "health": "Health",
@@ -67,7 +68,8 @@ def clock(ts: float) -> str:
 # -- doubts: why a blame is not clear-cut (listed in a request for approval) -------------------------
 
 def below_clear(factor: float, clear_ratio: float) -> str:
-    return f"a {factor:.1f}x change is below the {clear_ratio:g}x that is clear-cut"
+    """Rounded down: a 2.96x change is "2.9x", never "3.0x below the 3x"."""
+    return f"a {math.floor(factor * 10) / 10:.1f}x change is below the {clear_ratio:g}x that is clear-cut"
 
 
 def small_change() -> str:
