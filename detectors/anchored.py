@@ -23,11 +23,9 @@ at (Robbins 1970; Johari et al. 2017, "always valid p-values")::
   deploy). Half of the mass falls in the first ``onset_half_s``: a shift
   that begins ten minutes after the deploy needs about 6.6 nats more evidence
   than one that begins at once ("the further away, the larger it must be").
-* ``M_tau(t)`` is the Bayes factor of the samples from ``tau`` to now, their
-  ``spike_samples`` most adverse ones counted at the mean level of the others
-  (a spike of k samples never confirms anything, as everywhere in Backout;
-  the capped sum never exceeds the raw one, so the e-value stays below a
-  valid one) against the pre-deploy
+* ``M_tau(t)`` is the Bayes factor of the samples from ``tau`` to now
+  (without their ``spike_samples`` most adverse ones: a spike of k samples
+  never confirms anything, as everywhere in Backout) against the pre-deploy
   window, for "the level moved by at least ``min_ratio``" against "it moved
   by at most ``sqrt(min_ratio)``" (the *margin*: a drifting base rate, a
   diurnal swing, a benign change of a few per cent are not this deploy's
@@ -296,29 +294,27 @@ class AnchoredTest:
     def _evidence(self) -> tuple[float, int, float]:
         """(log E_t, the start of the segment that weighs most, its level in the metric's units)."""
         post, k, sign = self._post, self.spec.spike_samples, self._sign()
+        center = self.baseline if self._rate else self._pre[1]
         terms: list[float] = []
         best, best_term, best_level = -1, -math.inf, self.baseline
         sy = sw = syy = 0.0
-        top: list[tuple[float, float, float]] = []  # the k most adverse (level, y, w) of the segment
+        top: list[tuple[float, float, float]] = []  # the k most adverse (dev, y, w) of the segment
         masses = [self._weight(ts) for _, _, ts in post]
         for i in range(len(post) - 1, -1, -1):  # segments [i, now], newest start first
             y, w, _ = post[i]
             sy, sw, syy = sy + y, sw + w, syy + y * y
             if k:
-                level = sign * (y / w if self._rate else y)
-                if len(top) < k or level > top[-1][0]:
+                dev = sign * (y - w * center)
+                if len(top) < k or dev > top[-1][0]:
                     if len(top) == k:
                         top.pop()
-                    top.append((level, y, w))
+                    top.append((dev, y, w))
                     top.sort(reverse=True)
             if len(post) - i <= k:
                 continue
-            ty, tw, tyy = sy, sw, syy
-            if k:  # the k most adverse samples count at the level of the others: a spike adds nothing
-                ky, kw = sum(t[1] for t in top[:k]), sum(t[2] for t in top[:k])
-                level = (sy - ky) / (sw - kw)
-                ty = sw * level
-                tyy = syy - sum(t[1] * t[1] for t in top[:k]) + sum(t[2] for t in top[:k]) * level * level
+            ty = sy - sum(t[1] for t in top)
+            tw = sw - sum(t[2] for t in top)
+            tyy = syy - sum(t[1] * t[1] for t in top)
             mass = masses[i] - (masses[i - 1] if i else 0.0)
             if mass <= 0.0 or tw <= 0.0:
                 continue
