@@ -19,12 +19,16 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
-from backout.settings import KafkaSettings
-from streams.admin import create_topics
-from streams.broker import EmbeddedBroker, free_port, wait_for_port
-from streams.feeds.remote_write import encode
-from streams.topics import specs
+# run as a script, bench/ is first on the path and bench/detectors.py would shadow the package
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backout.settings import KafkaSettings  # noqa: E402
+from streams.admin import create_topics  # noqa: E402
+from streams.broker import EmbeddedBroker, free_port, wait_for_port  # noqa: E402
+from streams.feeds.remote_write import encode  # noqa: E402
+from streams.topics import specs  # noqa: E402
 
 
 def records_batch(batch: int, size: int) -> bytes:

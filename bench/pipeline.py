@@ -31,12 +31,15 @@ import click
 import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from backout.settings import KafkaSettings
-from streams import topics
-from streams.admin import create_topics
-from streams.broker import EmbeddedBroker
-from streams.processes import WorkerProcess
-from streams.topics import specs
+# run as a script, bench/ is first on the path and bench/detectors.py would shadow the package
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backout.settings import KafkaSettings  # noqa: E402
+from streams import topics  # noqa: E402
+from streams.admin import create_topics  # noqa: E402
+from streams.broker import EmbeddedBroker  # noqa: E402
+from streams.processes import WorkerProcess  # noqa: E402
+from streams.topics import specs  # noqa: E402
 
 STEP_S = 10.0
 T0 = 1_767_225_600.0  # 2026-01-01T00:00Z: event time, whatever the wall clock says
