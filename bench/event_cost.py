@@ -67,7 +67,7 @@ if __name__ == "__main__":
 class Counting:
     """A runtime stage that only counts records per key."""
 
-    def read(self, value: bytes | None) -> tuple[bytes, None]:
+    def read(self, value: bytes | None, source: Any) -> tuple[bytes, None]:
         return (value or b"")[:8], None
 
     def step(self, state: int | None, record: None) -> tuple[int, list[Any]]:

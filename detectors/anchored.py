@@ -95,6 +95,7 @@ from typing import Any
 
 from detectors.binomial import _kl
 from detectors.onset import OnsetWindow
+from detectors.packing import pack_rows, unpack_rows
 from detectors.spec import MetricSpec
 
 MIN_PRE_SAMPLES = 8
@@ -574,14 +575,8 @@ class RecentWindow:
         return [s for s in self._buf if s[2] >= deploy_ts]
 
     def to_state(self) -> list[Any]:
-        """``[n, ew, ref, values, counts (None: none given), ts - ref]``, ref the newest ts: columns
-        keep the JSON short, and ``ts - ref`` is exact (Sterbenz) for epoch timestamps."""
-        buf = self._buf
-        ref = buf[-1][2] if buf else 0.0
-        if any((ts - ref) + ref != ts for _, _, ts in buf):
-            ref = 0.0
-        counts = None if all(c is None for _, c, _ in buf) else [c for _, c, _ in buf]
-        return [self._n, self._ew, ref, [v for v, _, _ in buf], counts, [ts - ref for _, _, ts in buf]]
+        """``[n, ew, rows]``, the rows ``(value, count, ts)`` packed (see :mod:`detectors.packing`)."""
+        return [self._n, self._ew, pack_rows(self._buf)]
 
     @classmethod
     def from_state(cls, state: list[Any], spec: MetricSpec, size: int = 90,
@@ -589,8 +584,11 @@ class RecentWindow:
         win = cls(spec, size, halflife_samples)
         win._n = int(state[0])
         win._ew = [float(v) for v in state[1]]
-        ref, values, counts, dts = float(state[2]), state[3], state[4], state[5]
-        counts = counts if counts is not None else [None] * len(values)
-        win._buf.extend((float(v), None if c is None else float(c), float(dt) + ref)
-                        for v, c, dt in zip(values, counts, dts, strict=True))
+        if len(state) == 3:
+            win._buf.extend((v, None if c != c else c, ts) for v, c, ts in unpack_rows(state[2], 3))
+        else:  # saved before the rows were packed: [n, ew, ref, values, counts, ts - ref]
+            ref, values, counts, dts = float(state[2]), state[3], state[4], state[5]
+            counts = counts if counts is not None else [None] * len(values)
+            win._buf.extend((float(v), None if c is None else float(c), float(dt) + ref)
+                            for v, c, dt in zip(values, counts, dts, strict=True))
         return win

@@ -104,7 +104,7 @@ SUSPECT_CLIP = 4.0  # sigmas: a suspected sample still informs the spread (not t
 WORSE_FACTOR = 2.0  # an alarmed shift this many times worse than last reported is reported again
 WORSE_EVENTS = 5.0  # a rate's run must expect this many events at the reported level to count
 ONSET_WINDOW = 64  # tested samples kept to estimate an onset (detectors.onset: ~3x the slowest design's delay)
-STATE_VERSION = 3  # 2: adds the onset window; 3: the recent window and anchored tests (older: empty ones)
+STATE_VERSION = 4  # 2: adds the onset window; 3: the recent window and anchored tests (older: empty ones); 4: windows packed
 DONE_ANCHORS = 8  # deploy ids whose test ended, remembered so that their later records open nothing
 YOUNG = ""  # the key of a young stream's self-starting test among the anchored tests
 
@@ -439,8 +439,8 @@ class MetricMonitor:
 
     @classmethod
     def from_state(cls, state: dict, spec: MetricSpec) -> MetricMonitor:
-        if state.get("v") not in (1, 2, STATE_VERSION):
-            raise ValueError(f"monitor state version {state.get('v')!r} is not 1, 2 or {STATE_VERSION}")
+        if state.get("v") not in (1, 2, 3, STATE_VERSION):
+            raise ValueError(f"monitor state version {state.get('v')!r} is not 1, 2, 3 or {STATE_VERSION}")
         mon = cls(state["s"], state["m"], spec)
         mon._last_ts = float(state["ts"])
         if "w" in state:

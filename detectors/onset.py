@@ -45,6 +45,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
+from detectors.packing import pack_rows, unpack_rows
+
 
 class OnsetWindow:
     """The last ``size`` tested samples and their GLR change-time estimate (see module doc)."""
@@ -107,22 +109,16 @@ class OnsetWindow:
                 best, best_ts = g, ts
         return best, best_ts
 
-    def to_state(self) -> list:
-        """``[ref, [[y, w, ts - ref], ...]]`` with ref the newest ts: short JSON, exact on the way back.
-
-        ``ts - ref`` is exact for timestamps within a factor 2 of each other (Sterbenz), so it always
-        is for epoch seconds; otherwise (tiny timestamps in tests) ref is 0 and ts are stored as is.
-        """
-        buf = self._buf
-        ref = buf[-1][2] if buf else 0.0
-        if any((ts - ref) + ref != ts for _, _, ts in buf):
-            ref = 0.0
-        return [ref, [[y, w, ts - ref] for y, w, ts in buf]]
+    def to_state(self) -> str:
+        """The rows ``(y, w, ts)``, packed (see :mod:`detectors.packing`)."""
+        return pack_rows(self._buf)
 
     @classmethod
-    def from_state(cls, state: list, size: int, spike_samples: int) -> OnsetWindow:
+    def from_state(cls, state: str | list, size: int, spike_samples: int) -> OnsetWindow:
         win = cls(size, spike_samples)
-        if state:
+        if isinstance(state, str):
+            win._buf.extend(unpack_rows(state, 3))  # type: ignore[arg-type]
+        elif state:  # saved before the rows were packed: [ref, [[y, w, ts - ref], ...]]
             ref = float(state[0])
             win._buf.extend((float(y), float(w), float(dt) + ref) for y, w, dt in state[1])
         return win

@@ -196,17 +196,28 @@ def test_an_older_state_loads_with_empty_windows(version, dropped):
     mon = monitor("latency_p95")
     feed(mon, [0.2, 0.21, 0.19] * 20)
     state = json.loads(json.dumps(mon.to_state()))
-    assert state["v"] == 3 and len(state["o"][1]) == 30  # the tested samples after the warm-up
-    assert len(state["w"][3]) == 60 and state["t"] == []  # the recent window; no deploy, no test open
+    assert state["v"] == 4 and state["t"] == []  # no deploy, no test open
+    assert len(mon._window) == 30 and len(mon._recent) == 60  # the tested samples after the warm-up; all
     for key in dropped:
         del state[key]
     state["v"] = version
     old = MetricMonitor.from_state(state, spec_for("latency_p95"))
-    assert old.to_state()["w"][3] == [] and (version > 1 or old.to_state()["o"] == [0.0, []])
-    fired = feed(old, [0.4] * 5, start=60)
-    assert [(i, a.onset_ts) for i, a in fired] == [(62, T0 + 600.0)]
-    with pytest.raises(ValueError, match="monitor state version 4 is not 1, 2 or 3"):
-        MetricMonitor.from_state({**state, "v": 4}, spec_for("latency_p95"))
+    assert len(old._recent) == 0 and (version > 1 or len(old._window) == 0)
+
+
+def test_a_state_saved_before_the_windows_were_packed_loads_the_same_windows():
+    mon = monitor("error_rate")
+    feed(mon, [0.01, 0.012, 0.009] * 20)
+    state = json.loads(json.dumps(mon.to_state()))
+    ref = 1.7e9
+    onset, recent = list(mon._window._buf), list(mon._recent._buf)
+    state["v"] = 3  # version 3 wrote the rows as JSON, timestamps relative to a reference
+    state["o"] = [ref, [[y, w, ts - ref] for y, w, ts in onset]]
+    state["w"] = [state["w"][0], state["w"][1], ref, [v for v, _, _ in recent], [c for _, c, _ in recent],
+                  [ts - ref for _, _, ts in recent]]
+    old = MetricMonitor.from_state(state, spec_for("error_rate"))
+    assert list(old._window._buf) == onset and list(old._recent._buf) == recent
+    assert old.to_state() == mon.to_state()
 
 
 def test_significant_but_harmless_shift_is_ignored():
@@ -270,16 +281,17 @@ def test_count_zero_carries_no_evidence():
 
 
 def test_state_is_compact_json():
-    """A few KB: the bank, the onset window (64 samples) and the anchored tests' recent window (90 samples)."""
+    """A few KB: the bank, the onset window (64 samples) and the anchored tests' recent window (90 samples),
+    both windows as packed doubles."""
     for metric in DEFAULT_SPECS:
         mon = monitor(metric)
         feed(mon, [0.01 + 0.001 * (i % 3) for i in range(80)] + [0.9] * 3, 1000.0)
         text = json.dumps(mon.to_state())
-        assert len(text) <= 5120, (metric, len(text))
+        assert len(text) <= 6656, (metric, len(text))
         assert json.loads(text) == mon.to_state()
     both = MetricMonitor("svc", "x", MetricSpec(kind="gauge", direction="both", min_ratio=1.0, spike_samples=5))
     feed(both, [float(i % 7) for i in range(100)] + [50.0] * 4)
-    assert len(json.dumps(both.to_state())) <= 5120
+    assert len(json.dumps(both.to_state())) <= 6656
 
 
 def test_bad_spec_type_is_refused():
