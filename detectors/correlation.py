@@ -44,7 +44,7 @@ from detectors import wording
 from detectors.config import PolicyConfig
 from detectors.deploys import Change, ServiceView
 
-VerdictKind = Literal["blame", "no_deploy", "before_deploy", "shared", "follower", "wait"]
+VerdictKind = Literal["blame", "no_deploy", "before_deploy", "shared", "follower", "echo", "wait"]
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Verdict:
     ambiguity: list[str] = field(default_factory=list)  # why the blame is not clear-cut
     also_suspect: list[Change] = field(default_factory=list)  # other recent changes never to roll back to
     shared: list[str] = field(default_factory=list)  # services that shifted together (shared)
-    leader: str | None = None  # the service that moved first (follower)
+    leader: str | None = None  # the service that moved first (follower, echo)
     later_change: Change | None = None  # the deploy that came after the onset (before_deploy)
     traffic: float | None = None  # the service's own traffic grew this many times at the same moment
 
@@ -99,9 +99,11 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     needed = max(cfg.min_services, math.ceil(cfg.min_fraction * max(services_total, len(together))))
     # a deployed service that moved before all the others may be the cause of a cascade to its callers
     # (as long as they could be its callers: per the graph, or with shifts no larger than its own)
-    others = [s for s in shifts if s.service in together and s.metric == shift.metric and s.service != shift.service]
-    leader = change is not None and all(s.onset_ts >= shift.onset_ts and _could_follow(s, shift, policy)
-                                        for s in others)
+    others = [s for s in shifts if s.metric == shift.metric and s.service != shift.service
+              and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s]
+    slack = _same_moment_s(shift, others, policy)
+    leader = change is not None and all(_could_follow(s, shift, policy) and (
+        s.onset_ts >= shift.onset_ts or _echo_at_same_moment(s, shift, slack, policy)) for s in others)
     if len(together) >= needed and not leader:
         return Verdict("shared", change=change, shared=together,
                        lag_s=None if change is None else shift.onset_ts - change.ts)
@@ -121,10 +123,7 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     own_first = _first_onset(shift.service, change, shifts, policy, default=None) or shift.onset_ts
     for other in sorted({s.service for s in shifts} - {shift.service}):
         other_view = views(other)
-        # onset estimates are quantised to the sampling interval, each within a sample or so:
-        # two of them closer than two intervals are the same moment
-        quantum = max([_step_s(shift)] + [_step_s(s) for s in shifts if s.service == other])
-        slack = max(policy.onset_slack_s, 2.0 * quantum)
+        slack = _same_moment_s(shift, [s for s in shifts if s.service == other], policy)
         for other_change in reversed(other_view.changes):
             first = _first_onset(other, other_change, shifts, policy, default=None)
             if first is None or abs(first - own_first) > max(policy.follow_s, 2.0 * slack):
@@ -133,8 +132,10 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
                       and s.onset_ts <= own_first + slack]
             if not any(_could_follow(shift, s, policy) for s in theirs):
                 break  # whenever it moved, this shift is not one a caller of it would show
-            if first < own_first - slack or (first <= own_first + slack
-                                             and blamed(other, other_change.deploy_id)):
+            # at the same moment, the cause is the one already blamed, the callee per the graph or,
+            # without one, the larger shift (a callee's errors reach its callers diluted)
+            if first < own_first - slack or (first <= own_first + slack and (
+                    blamed(other, other_change.deploy_id) or any(_echo_at_same_moment(shift, s, slack, policy) for s in theirs))):
                 verdict.kind, verdict.leader = "follower", other
                 return verdict
             if first <= own_first + slack:
@@ -147,21 +148,49 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
             break
         verdict.also_suspect.append(earlier)
         verdict.ambiguity.append(wording.succession(earlier.version, change.ts - earlier.ts, change.version))
-    # the service's own traffic moved at the same time: the shift might be load, not the code
+    # the service's own traffic moved at the same time, or since the deploy and before the shift:
+    # the shift might be load, not the code
+    since = min(shift.onset_ts - cfg.within_s, change.ts - policy.onset_slack_s)
     for s in shifts:
         if (s.service == shift.service and s.metric in policy.context_metrics
-                and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s):
+                and since <= s.onset_ts <= shift.onset_ts + cfg.within_s):
             verdict.ambiguity.append(wording.traffic_moved(s.metric, s.baseline, s.current))
             if s.current > s.baseline > 0:
                 verdict.traffic = max(verdict.traffic or 0.0, s.current / s.baseline)
     # services that shifted no later than this one, for no deploy of theirs: something else may be going on
-    # (those that shifted later are more likely its callers)
-    before = sorted({s.service for s in shifts if s.metric == shift.metric and s.service != shift.service
-                     and shift.onset_ts - cfg.within_s <= s.onset_ts <= shift.onset_ts
-                     and not any(blameable(c, s.onset_ts, policy) for c in views(s.service).changes)})
+    # (those that shifted later are more likely its callers); one that moved by far more, at the same
+    # moment or earlier, is where the trouble began, and this shift its echo
+    undeployed = [s for s in shifts if s.metric == shift.metric and s.service != shift.service
+                  and shift.onset_ts - cfg.within_s <= s.onset_ts <= shift.onset_ts + slack
+                  and not any(blameable(c, s.onset_ts, policy) for c in views(s.service).changes)]
+    source = max((s for s in undeployed if _could_follow(shift, s, policy)
+                  and policy.follow_ratio * _size(shift) <= _size(s)), key=_size, default=None)
+    if source is not None:
+        verdict.kind, verdict.leader = "echo", source.service
+        return verdict
+    before = sorted({s.service for s in undeployed if s.onset_ts <= shift.onset_ts})
     if before:
         verdict.ambiguity.append(wording.shifted_before(before))
     return verdict
+
+
+def _same_moment_s(shift: Anomaly, others: list[Anomaly], policy: PolicyConfig) -> float:
+    """Onset estimates are quantised to the sampling interval, each within a sample or so: two of
+    them closer than two intervals (or ``onset_slack_s``) are the same moment."""
+    quantum = max([_step_s(shift)] + [_step_s(s) for s in others])
+    return max(policy.onset_slack_s, 2.0 * quantum)
+
+
+def _size(a: Anomaly) -> float:
+    return abs(a.current - a.baseline)
+
+
+def _echo_at_same_moment(caller: Anomaly, callee: Anomaly, slack: float, policy: PolicyConfig) -> bool:
+    """Is ``caller``'s shift, which began within ``slack`` of ``callee``'s, its echo? If it calls it
+    per the graph or, without one, if it could follow it and is the smaller of the two."""
+    if abs(caller.onset_ts - callee.onset_ts) > slack or not _could_follow(caller, callee, policy):
+        return False
+    return bool(policy.depends_on) or _size(caller) < _size(callee)
 
 
 def _step_s(a: Anomaly) -> float:
@@ -190,8 +219,7 @@ def _could_follow(caller: Anomaly, callee: Anomaly, policy: PolicyConfig) -> boo
     units (a callee's extra errors or latency reach its callers diluted, not multiplied)."""
     if policy.depends_on:
         return calls(policy, caller.service, callee.service)
-    size = abs(caller.current - caller.baseline)
-    return caller.metric == callee.metric and size <= policy.follow_ratio * abs(callee.current - callee.baseline)
+    return caller.metric == callee.metric and _size(caller) <= policy.follow_ratio * _size(callee)
 
 
 def _first_onset(service: str, change: Change, shifts: list[Anomaly], policy: PolicyConfig,

@@ -223,6 +223,9 @@ class Decider:
         if verdict.kind == "follower":
             assert verdict.leader is not None
             return [self._alert(due_ts, "warning", wording.follower(what, shift.service, verdict.leader), shift)]
+        if verdict.kind == "echo":
+            assert verdict.leader is not None
+            return [self._alert(due_ts, "warning", wording.echo(what, shift.service, verdict.leader), shift)]
         change = verdict.change
         assert change is not None
         return self._blame(shift, change, verdict, view, known, due_ts)

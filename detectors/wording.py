@@ -117,6 +117,11 @@ def follower(what: str, service: str, leader: str) -> str:
             "not this service's deploy.")
 
 
+def echo(what: str, service: str, source: str) -> str:
+    return (f"{what} on {service}; {source}, not deployed, moved at the same time or earlier and by far more: "
+            f"the trouble looks like it began there and reached {service}, not like this service's deploy.")
+
+
 def watching(what: str, service: str, version: str) -> str:
     return f"{what} on {service} after the deployment of {version}, below the rollback threshold: watching."
 

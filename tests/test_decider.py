@@ -72,9 +72,14 @@ CASES = [
     ("deploy older than the window: no blame", HISTORY + [dep(0, "v2", "v1"), anom(2400, 10)], None, []),
     ("shift too small to act on", HISTORY + [dep(0, "v2", "v1"), anom(60, 1.1, "latency_p95")], None, []),
     ("shared incident across 5 of 8 services escalates",
-     HISTORY + [dep(0, "v2", "v1"), anom(90, 10)]
-     + [anom(80 + 7 * i, 6, service=f"svc{i}") for i in range(4)], None,
+     HISTORY + [dep(0, "v2", "v1"), anom(90, 6)]
+     + [anom(80 + 7 * i, 10, service=f"svc{i}") for i in range(4)], None,
      [("checkout", "escalate", "v2", None)]),
+    ("a release train: the deployed service with the largest shift is blamed, though some callers' onsets "
+     "were dated a few seconds before its own",
+     HISTORY + [dep(0, "v2", "v1"), anom(90, 10)]
+     + [anom(84 + 3 * i, 4, service=f"svc{i}") for i in range(4)], None,
+     [("checkout", "request_approval", "v2", "v1")]),
     ("a deployed service that moved before the others is blamed, not clear-cut (cascade to callers)",
      HISTORY + [dep(0, "v2", "v1"), anom(30, 10)]
      + [anom(32 + 2 * i, 3, service=f"svc{i}", detect_after_s=25) for i in range(4)], None,
@@ -318,8 +323,8 @@ def test_another_metric_can_upgrade_and_a_rollback_is_never_repeated():
 
 
 def test_shared_incident_gives_one_grouped_alert():
-    others = [anom(80 + 7 * i, 6, service=f"svc{i}") for i in range(5)]
-    out = run(HISTORY + [dep(0, "v2", "v1"), anom(90, 10)] + others)
+    others = [anom(80 + 7 * i, 10, service=f"svc{i}") for i in range(5)]
+    out = run(HISTORY + [dep(0, "v2", "v1"), anom(90, 6)] + others)
     assert [d.action for d in decisions(out)] == ["escalate"]
     alerts = [o for o in out if isinstance(o, Alert)]
     # six shifts, two alerts: the group's (svc1 was due first) and the spared deploy's escalation
