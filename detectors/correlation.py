@@ -5,8 +5,10 @@ The questions an on-call engineer asks, in order:
 1. *Did many services shift together?* Then it is a shared dependency or a
    traffic surge, not one deploy: ``shared``, asked of every shift, deployed
    or not (the decider escalates a spared deploy and groups the alerts) —
-   unless this deployed service moved first, when it may be the cause of a
-   cascade to its callers: blamed, but never clear-cut.
+   unless this deployed service led, when it may be the cause of a cascade to
+   its callers: blamed, but never clear-cut. It leads when every other shift
+   could be a caller's (per ``depends_on``, or at most ``follow_ratio`` times
+   its own) and began after it or at the same moment and smaller.
 2. *Did the shift start before the deploy?* Then that deploy did not cause it:
    ``before_deploy``. No deploy in the window before the onset: ``no_deploy``.
    A deploy's own shifts are found and dated by its anchored test
@@ -21,12 +23,19 @@ The questions an on-call engineer asks, in order:
    its callers diluted). A shift on another metric, or much larger, is this
    service's own: two bad deploys a few seconds apart are both blamed.
    Onsets within ``onset_slack_s`` (or two sampling intervals, if longer) of
-   each other are the same moment: then
-   this one is the follower if the other's deploy is already blamed, and the
-   blame is ambiguous otherwise.
-4. Otherwise blame the latest deploy before the onset: ``blame``, with the
+   each other are the same moment: then this one is the follower if the
+   other's deploy is already blamed, if the graph says it calls it, or,
+   without a graph, if its shift is the smaller; otherwise the blame is
+   ambiguous.
+4. *Did a service nobody deployed move by far more, at the same moment or
+   earlier?* Then the trouble began there and this shift is its echo
+   (``echo``: an alert, no question) when it is at most 1/``follow_ratio``
+   of that one's. Other services without a deploy that moved no later make
+   the blame ambiguous.
+5. Otherwise blame the latest deploy before the onset: ``blame``, with the
    reasons that make it ambiguous (two deploys in quick succession, another
-   deployed service moving at the same moment).
+   deployed service moving at the same moment, the service's own traffic
+   rising since the deploy).
 
 Only inputs stamped at or before the decision time are given to
 :func:`correlate`; that is what makes the answer independent of read order.

@@ -71,6 +71,17 @@ CASES = [
      {"b": view(change(5, "b2", prev="b1"))}, "blame", "v2", None),
     ("an earlier mover without a deploy does not make us a follower",
      shift("a", onset=60), [change(0)], [shift("b", 30)], {}, "blame", "v2", None),
+    ("a service without a deploy moved at the same moment by far more: this shift is its echo",
+     shift("a", onset=60, factor=3.0), [change(0)], [shift("b", 55, factor=30.0)], {}, "echo", None, "b"),
+    ("a deployed service moved at the same moment by more: this one is its caller",
+     shift("a", onset=100, factor=5.0), [change(0)], [shift("b", 98, factor=8.0)],
+     {"b": view(change(5, "b2", prev="b1"))}, "follower", None, "b"),
+    ("at the same moment, the larger of two deployed shifts is the cause",
+     shift("a", onset=98, factor=8.0), [change(0)], [shift("b", 100, factor=5.0)],
+     {"b": view(change(5, "b2", prev="b1"))}, "blame", "v2", None),
+    ("a release train: the largest shift leads, though callers were dated a few seconds before it",
+     shift("a", onset=100), [change(0)], [shift(s, t, factor=4.0) for s, t in zip("bcde", (95, 97, 102, 110), strict=True)],
+     {}, "blame", "v2", None),
 ]
 
 
