@@ -94,6 +94,9 @@ class SharedIncident(_Frozen):
     within_s: float = Field(default=120.0, gt=0)
     suspect_services: int = Field(default=3, ge=2)
     hold_s: float = Field(default=60.0, ge=0)
+    own_within_s: float = Field(default=120.0, gt=0, description="a deploy's own trouble begins as its first new "
+        "pods take traffic: a shift that began later than this after the deploy, no earlier than shifts of services "
+        "nobody deployed, is taken as theirs (a shared cause), and cannot lead a cascade")
 
 
 class PolicyConfig(_Frozen):
@@ -114,6 +117,10 @@ class PolicyConfig(_Frozen):
         "cannot much exceed its own); a larger one is the service's own")
     late_ramp_s: float = Field(default=600.0, gt=0, description="a shift that began later than clear_within_s after "
         "the deploy is asked about only if larger: the factor needed grows from act_ratio to clear_ratio over this long")
+    load_power: float = Field(default=0.5, gt=0, le=1, description="a shift below the clear-cut size, or late, is "
+        "taken as load when the service's own requests grew at the same time at least factor**load_power times "
+        "(near saturation, p95 latency and errors grow faster than the load: queueing); a larger one only when "
+        "they grew as much as it did")
     shared: SharedIncident = Field(default_factory=SharedIncident)
     context_metrics: tuple[str, ...] = Field(default=("requests",), description="metrics that are context, not harm: never blamed on a deploy; a shift of "
         "one on the same service at the same time makes the blame ambiguous (it might be traffic)")

@@ -53,7 +53,7 @@ from detectors import wording
 from detectors.config import PolicyConfig
 from detectors.deploys import Change, ServiceView
 
-VerdictKind = Literal["blame", "no_deploy", "before_deploy", "shared", "follower", "echo", "wait"]
+VerdictKind = Literal["blame", "no_deploy", "before_deploy", "shared", "follower", "echo", "alongside", "wait"]
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Verdict:
     lag_s: float | None = None  # onset - deploy time
     ambiguity: list[str] = field(default_factory=list)  # why the blame is not clear-cut
     also_suspect: list[Change] = field(default_factory=list)  # other recent changes never to roll back to
-    shared: list[str] = field(default_factory=list)  # services that shifted together (shared)
+    shared: list[str] = field(default_factory=list)  # services that shifted together (shared, alongside)
     leader: str | None = None  # the service that moved first (follower, echo)
     later_change: Change | None = None  # the deploy that came after the onset (before_deploy)
     traffic: float | None = None  # the service's own traffic grew this many times at the same moment
@@ -111,7 +111,8 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     others = [s for s in shifts if s.metric == shift.metric and s.service != shift.service
               and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s]
     slack = _same_moment_s(shift, others, policy)
-    leader = change is not None and all(_could_follow(s, shift, policy) and (
+    near = change is not None and shift.onset_ts - change.ts <= cfg.own_within_s
+    leader = near and all(_could_follow(s, shift, policy) and (
         s.onset_ts >= shift.onset_ts or _echo_at_same_moment(s, shift, slack, policy)) for s in others)
     if len(together) >= needed and not leader:
         return Verdict("shared", change=change, shared=together,
@@ -178,6 +179,9 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
         verdict.kind, verdict.leader = "echo", source.service
         return verdict
     before = sorted({s.service for s in undeployed if s.onset_ts <= shift.onset_ts})
+    if before and not near:
+        verdict.kind, verdict.shared = "alongside", before
+        return verdict
     if before:
         verdict.ambiguity.append(wording.shifted_before(before))
     return verdict

@@ -226,6 +226,9 @@ class Decider:
         if verdict.kind == "echo":
             assert verdict.leader is not None
             return [self._alert(due_ts, "warning", wording.echo(what, shift.service, verdict.leader), shift)]
+        if verdict.kind == "alongside":
+            text = wording.alongside(what, shift.service, verdict.shared, verdict.lag_s or 0.0)
+            return [self._alert(due_ts, "warning", text, shift)]
         change = verdict.change
         assert change is not None
         return self._blame(shift, change, verdict, view, known, due_ts)
@@ -255,7 +258,13 @@ class Decider:
         mode = self.config.mode_for(service, primary.metric)
         target = view.target(exclude=(change.version, view.current, *(c.version for c in verdict.also_suspect)))
         reverted = view.current is not None and view.current != change.version and view.current in view.known_good
-        load = verdict.traffic is not None and verdict.traffic >= adverse_factor(primary, worst.direction)
+        factor = adverse_factor(primary, worst.direction)
+        mp = self.config.metric_policy(service, primary.metric)
+        # traffic explains a shift as large as itself; one of a size and timing that would not be
+        # clear-cut anyway, already when it grew factor**load_power times (queueing)
+        clear_sized = factor >= mp.clear_ratio and lag_s <= mp.clear_within_s
+        load = verdict.traffic is not None and (
+            verdict.traffic >= factor ** (1.0 if clear_sized else policy.load_power))
         o = outcome(worst.assessment, mode, decided=None if decided is None else decided.action,
                     reverted=reverted, still_runs=view.current == change.version, has_target=target is not None,
                     stale=shift.detected_ts - change.ts > policy.window_s, load=load)

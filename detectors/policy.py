@@ -24,7 +24,7 @@ becomes a rollback only when it turned clear-cut in ``auto`` mode, on the same
 version, with a target (else it stands); below ``act_ratio`` the shift is
 watched, as is one first confirmed longer than the correlation window after
 the deploy (``stale``: its onset estimate is too old to pin on it) and one
-that is not clear-cut while the service's own traffic grew as much (``load``);
+that is not clear-cut while the service's own traffic grew about as much (``load``);
 a service that already runs a good version again needs nothing; no
 known-good target escalates to a human; then, by mode:
 
@@ -140,9 +140,10 @@ def outcome(graded: Assessment, mode: Mode, *, decided: Recorded | None = None, 
     ``decided``: what the incident recorded so far (None: new); ``reverted``: the service already
     runs a known-good version again; ``still_runs``: it runs the blamed version; ``has_target``: a
     known-good version to roll back to exists; ``stale``: the shift was first confirmed longer than
-    the correlation window after the deploy; ``load``: the service's own traffic grew at least as
-    much at the same moment. Only a rollback marks the version bad: a question, answered or not,
-    leaves it as it was (if someone rolls it back, the deploy record says so).
+    the correlation window after the deploy; ``load``: the service's own traffic grew about as
+    much at the same moment (``PolicyConfig.load_power``). Only a rollback marks the version bad:
+    a question, answered or not, leaves it as it was (if someone rolls it back, the deploy record
+    says so).
     """
     if decided == "request_approval":  # escalate the question only when it became clear-cut, on the same version
         if graded.would != "rollback" or mode != "auto" or not still_runs or not has_target:

@@ -4,6 +4,8 @@
 ('90 seconds', 'three minutes', '1 hour 5 minutes')
 >>> value("error_rate", 0.005), value("latency_p95", 0.25), value("latency_p95", 1.5), value("health", 0.6)
 ('0.5%', '250 ms', '1.5 s', '60%')
+>>> value("latency_p95", 1420.0), value("requests", 12345.0)  # never 1.4e+03
+('1,420 s', '12,345')
 >>> change("error_rate", 0.005, 0.05, "up")
 'Error rate went from 0.5% to 5% (10x)'
 >>> change("health", 1.0, 0.6, "down")
@@ -32,8 +34,8 @@ def value(metric: str, x: float) -> str:
         pct = 100 * x
         return f"{pct:.2g}%" if pct < 10 else f"{pct:.0f}%"
     if metric.startswith("latency"):
-        return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2g} s"
-    return f"{x:.3g}"
+        return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2g} s" if x < 10 else f"{x:,.0f} s"
+    return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
 def duration(seconds: float) -> str:
@@ -120,6 +122,11 @@ def follower(what: str, service: str, leader: str) -> str:
 def echo(what: str, service: str, source: str) -> str:
     return (f"{what} on {service}; {source}, not deployed, moved at the same time or earlier and by far more: "
             f"the trouble looks like it began there and reached {service}, not like this service's deploy.")
+
+
+def alongside(what: str, service: str, others: list[str], lag_s: float) -> str:
+    return (f"{what} on {service}, beginning {duration(lag_s)} after its deploy, when {', '.join(others)} "
+            f"(not deployed) shifted too, no later: a shared cause is likelier than this deploy; not asking.")
 
 
 def watching(what: str, service: str, version: str) -> str:

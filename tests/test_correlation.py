@@ -82,6 +82,13 @@ CASES = [
     ("a release train: the largest shift leads, though callers were dated a few seconds before it",
      shift("a", onset=100), [change(0)], [shift(s, t, factor=4.0) for s, t in zip("bcde", (95, 97, 102, 110), strict=True)],
      {}, "blame", "v2", None),
+    ("the same train minutes after the deploy: no cascade of it, a shared cause",
+     shift("a", onset=400), [change(0)], [shift(s, t, factor=4.0) for s, t in zip("bcde", (395, 397, 402, 410), strict=True)],
+     {}, "shared", "v2", None),
+    ("minutes after the deploy, with a service nobody deployed, no later: theirs, not asked",
+     shift("a", onset=300), [change(0)], [shift("b", 290)], {}, "alongside", None, None),
+    ("right after the deploy, with a service nobody deployed: blamed, not clear-cut",
+     shift("a", onset=60), [change(0)], [shift("b", 50)], {}, "blame", "v2", None),
 ]
 
 
@@ -93,6 +100,11 @@ def test_correlate(case, s, own, others, views, kind, blamed, leader):
     blamed_version = verdict.change.version if kind in ("blame", "shared", "wait") else None
     assert blamed_version == blamed
     assert verdict.leader == leader
+
+
+def test_a_shift_alongside_others_names_them():
+    verdict = judge(shift("a", onset=300), view(change(0)), [shift("b", 290), shift("c", 310)], extended=True)
+    assert (verdict.kind, verdict.shared) == ("alongside", ["b"])  # c moved later: a caller, maybe
 
 
 def test_quick_succession_is_ambiguous_and_names_the_earlier_deploy():
