@@ -170,3 +170,27 @@ def test_recent_window_opens_a_test_from_the_samples_before_the_deploy():
     assert RecentWindow(spec_for("error_rate")).start(DEPLOY) is None  # no history: no test
     copy = RecentWindow.from_state(json.loads(json.dumps(win.to_state())), spec_for("error_rate"), size=30)
     assert copy.to_state() == win.to_state() and copy.dispersion == win.dispersion
+
+
+def test_a_long_windows_low_count_shift_counts_its_busiest_samples_capped_not_dropped():
+    """At two errors a sample, leaving out a segment's two busiest samples costs a 4x shift a third of
+    its evidence; capping them at the rate of the next one does not, and a spike is still capped."""
+    spec = spec_for("error_rate")
+    delays: dict[bool, list[float]] = {True: [], False: []}
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        pre = [(float(rng.binomial(150, 0.003)) / 150, 150.0, 10.0 * i) for i in range(90)]
+        post = [float(rng.binomial(150, 0.012)) / 150 for _ in range(60)]
+        for capped in (True, False):
+            test = AnchoredTest(spec, 900.0, pre)
+            assert test._winsorise  # a 90-sample window caps
+            test._winsorise = capped
+            hit = next((i for i, v in enumerate(post) if test.update(v, 150.0, 905.0 + 10 * i)), 60)
+            delays[capped].append(hit)
+    assert np.median(delays[True]) < np.median(delays[False])
+    assert sum(a <= b for a, b in zip(delays[True], delays[False], strict=True)) >= 10
+    short = AnchoredTest(spec, 900.0, pre[-30:])
+    assert not short._winsorise  # a short window may understate its noise: its busiest are dropped
+    spike = AnchoredTest(spec, 900.0, pre)
+    flags = [spike.update(v, 150.0, 905.0 + 10 * i) for i, v in enumerate([0.2, 0.2] + [0.0] * 30)]
+    assert not any(flags)
