@@ -11,8 +11,8 @@ Conventions:
 * ``min_ratio`` (>= 1) is the smallest relative effect worth reporting, always
   given as a number >= 1 whatever the direction: an "up" shift must reach
   ``current >= baseline * min_ratio``; a "down" shift must reach
-  ``current <= baseline / min_ratio`` (health 1.0 with ``min_ratio=1.25``
-  must fall to 0.8 or below). For linear-scale gauges whose baseline may be
+  ``current <= baseline / min_ratio`` (health 1.0 with ``min_ratio=1.12``
+  must fall to 0.893 or below). For linear-scale gauges whose baseline may be
   zero or negative the same floor is applied to the difference:
   ``|current - baseline| >= |baseline| * (min_ratio - 1)`` (up) or
   ``|baseline| * (1 - 1 / min_ratio)`` (down). ``min_ratio = 1`` disables the floor.
@@ -111,8 +111,8 @@ DEFAULT_SPECS: dict[str, MetricSpec] = {
     "error_rate": MetricSpec(kind="rate", direction="up", min_ratio=1.5),
     # p95 latency, log scale (multiplicative noise): +20%
     "latency_p95": MetricSpec(kind="gauge", direction="up", min_ratio=1.2, min_sigma=0.02),
-    # fraction healthy: a drop to 80% of the baseline, sustained over more than 3 checks
-    "health": MetricSpec(kind="health", direction="down", min_ratio=1.25, spike_samples=3,
+    # fraction healthy: a drop to 89% of the baseline (2 pods of 12, 1 of 8), sustained over more than 3 checks
+    "health": MetricSpec(kind="health", direction="down", min_ratio=1.12, spike_samples=3,
                          log_scale=False, min_sigma=0.02),
     # traffic is context, not a fault: its shifts (a surge) go to the decider, which never blames a deploy
     # for them, but excuses a shift that traffic explains

@@ -99,7 +99,7 @@ def test_health_floor_is_a_drop_to_baseline_over_min_ratio():
     m = GaussianModel(spec_for("health"))
     _warm(m, 1.0, None)
     assert m.detector == "health_cusum" and m.sigma == 0.02  # the floor: health 1.0 has no noise
-    assert m.gate(0.79, 1.0, -1) and not m.gate(0.85, 1.0, -1)
+    assert m.gate(0.85, 1.0, -1) and not m.gate(0.92, 1.0, -1)  # 2 pods of 12 down, not 1
 
 
 def test_both_directions_test_both_ways():
