@@ -6,9 +6,11 @@ The questions an on-call engineer asks, in order:
    traffic surge, not one deploy: ``shared``, asked of every shift, deployed
    or not (the decider escalates a spared deploy and groups the alerts) —
    unless this deployed service led, when it may be the cause of a cascade to
-   its callers: blamed, but never clear-cut. It leads when every other shift
-   could be a caller's (per ``depends_on``, or at most ``follow_ratio`` times
-   its own) and began after it or at the same moment and smaller.
+   its callers: blamed, but never clear-cut. It leads when it began within
+   ``shared.own_within_s`` of its deploy (a cascade starts as the new pods
+   take traffic) and every other shift could be a caller's (per
+   ``depends_on``, or at most ``follow_ratio`` times its own) and began after
+   it or at the same moment and smaller.
 2. *Did the shift start before the deploy?* Then that deploy did not cause it:
    ``before_deploy``. No deploy in the window before the onset: ``no_deploy``.
    A deploy's own shifts are found and dated by its anchored test
@@ -31,11 +33,13 @@ The questions an on-call engineer asks, in order:
    earlier?* Then the trouble began there and this shift is its echo
    (``echo``: an alert, no question) when it is at most 1/``follow_ratio``
    of that one's. Other services without a deploy that moved no later make
-   the blame ambiguous.
+   the blame ambiguous — or, for a shift that began more than
+   ``shared.own_within_s`` after the deploy, take it: ``alongside`` (an
+   alert naming them, no question).
 5. Otherwise blame the latest deploy before the onset: ``blame``, with the
    reasons that make it ambiguous (two deploys in quick succession, another
    deployed service moving at the same moment, the service's own traffic
-   rising since the deploy).
+   rising since the deploy: ``traffic``, which the decider takes as load).
 
 Only inputs stamped at or before the decision time are given to
 :func:`correlate`; that is what makes the answer independent of read order.
