@@ -327,7 +327,8 @@ class AnchoredTest:
             if len(post) - i <= k:
                 continue
             if capped:
-                ty, tw, tyy = sy - self._excess(top[:k], top[k] if len(top) > k else None), sw, 0.0
+                # past k samples the segment holds k + 1, so top[k] is the ceiling; rates use no tyy
+                ty, tw, tyy = sy - (self._excess(top[:k], top[k]) if k else 0.0), sw, 0.0
             else:
                 ty = sy - sum(t[1] for t in top)
                 tw = sw - sum(t[2] for t in top)
@@ -350,14 +351,12 @@ class AnchoredTest:
         total = sum(math.exp(t - top_term) for t in terms) + unseen * math.exp(-top_term)
         return top_term + math.log(total), best, best_level
 
-    def _excess(self, top: list[tuple[float, float, float]], ceiling: tuple[float, float, float] | None) -> float:
+    def _excess(self, top: list[tuple[float, float, float]], ceiling: tuple[float, float, float]) -> float:
         """Events of a segment's k most adverse samples beyond the rate of its (k+1)-th: a spike of k
         samples adds nothing, yet a shift's own busiest samples count as much as the others (at a
         few events a sample, leaving them out would cost a shift a third of its evidence). The
         segment's events only decrease: the Bayes factor, increasing in them, stays below the
         untrimmed one, a martingale."""
-        if ceiling is None:
-            return sum(y for _, y, _ in top)
         _, cy, cw = ceiling
         rate = cy / cw if cw > 0.0 else 0.0
         if self._sign() < 0:

@@ -258,16 +258,10 @@ class Decider:
         mode = self.config.mode_for(service, primary.metric)
         target = view.target(exclude=(change.version, view.current, *(c.version for c in verdict.also_suspect)))
         reverted = view.current is not None and view.current != change.version and view.current in view.known_good
-        factor = adverse_factor(primary, worst.direction)
-        mp = self.config.metric_policy(service, primary.metric)
-        # traffic explains a shift as large as itself; one of a size and timing that would not be
-        # clear-cut anyway, already when it grew factor**load_power times (queueing)
-        clear_sized = factor >= mp.clear_ratio and lag_s <= mp.clear_within_s
-        load = verdict.traffic is not None and (
-            verdict.traffic >= factor ** (1.0 if clear_sized else policy.load_power))
         o = outcome(worst.assessment, mode, decided=None if decided is None else decided.action,
                     reverted=reverted, still_runs=view.current == change.version, has_target=target is not None,
-                    stale=shift.detected_ts - change.ts > policy.window_s, load=load)
+                    stale=shift.detected_ts - change.ts > policy.window_s,
+                    traffic=verdict.traffic, load_power=policy.load_power)
         if o.kind in ("decided", "kept_asking"):
             return []
         what = wording.change(primary.metric, primary.baseline, primary.current, worst.direction)

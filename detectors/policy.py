@@ -24,7 +24,8 @@ becomes a rollback only when it turned clear-cut in ``auto`` mode, on the same
 version, with a target (else it stands); below ``act_ratio`` the shift is
 watched, as is one first confirmed longer than the correlation window after
 the deploy (``stale``: its onset estimate is too old to pin on it) and one
-that is not clear-cut while the service's own traffic grew about as much (``load``);
+that is not clear-cut while the service's own traffic grew enough to explain it
+(``load``, :func:`explained_by_load`);
 a service that already runs a good version again needs nothing; no
 known-good target escalates to a human; then, by mode:
 
@@ -77,6 +78,8 @@ class Assessment:
     actionable: bool  # above act_ratio
     confidence: float
     why_not_clear: tuple[str, ...]
+    factor: float = 1.0  # the adverse factor graded
+    clear_sized: bool = False  # large and early enough to be clear-cut, whatever else makes it ambiguous
 
 
 @dataclass(frozen=True)
@@ -129,19 +132,32 @@ def assess(factor: float, delta: float, lag_s: float, ambiguity: list[str], poli
     would: Action | None = None
     if actionable:
         would = "rollback" if clear else "request_approval"
-    return Assessment(would, clear, actionable, confidence, tuple(reasons))
+    clear_sized = factor >= policy.clear_ratio and lag_s <= policy.clear_within_s
+    return Assessment(would, clear, actionable, confidence, tuple(reasons), factor, clear_sized)
+
+
+def explained_by_load(graded: Assessment, traffic: float | None, load_power: float) -> bool:
+    """Whether the service's own traffic growth (``traffic``, a factor; None: unknown) explains the shift.
+
+    Traffic explains a shift as large as itself; one of a size and timing that would not be
+    clear-cut anyway already when it grew ``factor ** load_power`` times (queueing makes latency
+    grow faster than load).
+    """
+    if traffic is None:
+        return False
+    return traffic >= graded.factor ** (1.0 if graded.clear_sized else load_power)
 
 
 def outcome(graded: Assessment, mode: Mode, *, decided: Recorded | None = None, reverted: bool = False,
             still_runs: bool = True, has_target: bool = True, stale: bool = False,
-            load: bool = False) -> Outcome:
+            traffic: float | None = None, load_power: float = 1.0) -> Outcome:
     """The final outcome for a blamed deploy whose worst shift was ``graded``.
 
     ``decided``: what the incident recorded so far (None: new); ``reverted``: the service already
     runs a known-good version again; ``still_runs``: it runs the blamed version; ``has_target``: a
     known-good version to roll back to exists; ``stale``: the shift was first confirmed longer than
-    the correlation window after the deploy; ``load``: the service's own traffic grew about as
-    much at the same moment (``PolicyConfig.load_power``). Only a rollback marks the version bad:
+    the correlation window after the deploy; ``traffic``: how many times the service's own
+    requests grew at the same moment (:func:`explained_by_load`, ``PolicyConfig.load_power``). Only a rollback marks the version bad:
     a question, answered or not, leaves it as it was (if someone rolls it back, the deploy record
     says so).
     """
@@ -155,7 +171,7 @@ def outcome(graded: Assessment, mode: Mode, *, decided: Recorded | None = None, 
         return Outcome("watch")
     if stale:
         return Outcome("stale")
-    if load and not graded.clear:
+    if not graded.clear and explained_by_load(graded, traffic, load_power):
         return Outcome("load")
     if reverted:
         return Outcome("reverted", record="none")

@@ -68,10 +68,17 @@ CASES = [
      ("watch", None, False, None, "info"), False),
     ("first confirmed longer than the window after the deploy: watched, even clear-cut", CLEAR, "auto",
      {"stale": True}, ("stale", None, False, None, "info"), True),
-    ("traffic grew as much, not clear-cut: load, watched", VAGUE, "auto", {"load": True},
+    ("traffic grew as much, not clear-cut: load, watched", VAGUE, "auto", {"traffic": 2.0},
      ("load", None, False, None, "info"), False),
-    ("traffic grew as much, but clear-cut: roll back", CLEAR, "auto", {"load": True},
+    ("traffic grew by the square root, not clear-cut, load_power 0.5: load", VAGUE, "auto",
+     {"traffic": 1.45, "load_power": 0.5}, ("load", None, False, None, "info"), False),
+    ("traffic grew by less than the square root: ask", VAGUE, "auto", {"traffic": 1.35, "load_power": 0.5},
+     ("request_approval", "request_approval", True, "request_approval", "warning"), False),
+    ("traffic grew as much, but clear-cut: roll back", CLEAR, "auto", {"traffic": 10.0},
      ("rollback", "rollback", True, "rollback", "critical"), True),
+    ("clear-sized but ambiguous: traffic must grow as much as the shift", (10.0, 0.045, 60.0, ["two deploys"]),
+     "auto", {"traffic": 4.0, "load_power": 0.5},
+     ("request_approval", "request_approval", True, "request_approval", "warning"), False),
 ]
 
 
