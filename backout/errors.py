@@ -8,6 +8,7 @@
     │   ├── OutOfOrderSample     older than the newest sample of its stream
     │   ├── FutureSample         far ahead of its partition's event time
     │   ├── LateSample           a new stream's first sample, far behind its partition's event time
+    │   ├── ImpossibleValue      a value its metric cannot take (an error rate above 1, a negative latency)
     │   ├── UnknownMetric        a metric the configuration has no spec for
     │   └── UnexpectedRecord     a record of a type this stage does not take
     ├── BrokerError              the Kafka broker cannot be started or reached
@@ -51,6 +52,10 @@ class FutureSample(SampleRejected):
 
 class LateSample(SampleRejected):
     """A new stream's sample stamped more than ``max_lateness_s`` behind its partition's event time."""
+
+
+class ImpossibleValue(SampleRejected):
+    """A sample whose value its metric cannot take (an error rate above 1, a negative latency)."""
 
 
 class UnknownMetric(SampleRejected):

@@ -395,7 +395,9 @@ def _service_rows(w: World, s: Service, first_ts: float) -> list[Metric]:
     errors = rng.binomial(requests.astype(int), rng.beta(p * s.kappa, (1 - p) * s.kappa))
     rate = np.where(requests > 0, errors / np.maximum(requests, 1), 0.0)
     noise = np.exp(_ar1(rng, n, math.exp(-step / s.lat_tau_s), s.lat_sd, s.lat_df))
-    latency = (s.latency_s + _extra(w, s, "latency_p95", t)) * noise * load ** s.elasticity * over ** 3
+    # a callee that got faster takes no more than its share off: a service is never faster than a fifth of its base
+    level = np.maximum(s.latency_s + _extra(w, s, "latency_p95", t), 0.2 * s.latency_s)
+    latency = level * noise * load ** s.elasticity * over ** 3
     ready = np.full(n, float(s.pods))
     for e in w.effects:
         if e.service == s.name and e.metric == "health":

@@ -97,6 +97,10 @@ class SharedIncident(_Frozen):
     own_within_s: float = Field(default=120.0, gt=0, description="a deploy's own trouble begins as its first new "
         "pods take traffic: a shift that began later than this after the deploy, no earlier than shifts of services "
         "nobody deployed, is taken as theirs (a shared cause), and cannot lead a cascade")
+    prompt_s: float = Field(default=60.0, ge=0, description="a deployed service's shift that began later than "
+        "this after its deploy waits hold_s after its detection before it is decided (once), for the shifts of "
+        "other services to show: its anchored test sees a shared incident sooner than the monitors of services "
+        "nobody deployed see theirs")
 
 
 class PolicyConfig(_Frozen):

@@ -123,6 +123,8 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
                        lag_s=None if change is None else shift.onset_ts - change.ts)
     if cfg.suspect_services <= len(together) < needed and not extended:  # a leader too: are they its callers?
         return Verdict("wait", change=change, shared=together)
+    if change is not None and shift.onset_ts - change.ts > cfg.prompt_s and not extended:
+        return Verdict("wait", change=change, shared=together)  # late for its deploy: is it everybody's?
 
     if change is None:
         later = [c for c in view.changes if shift.onset_ts + policy.onset_slack_s < c.ts <= due_ts]
@@ -182,7 +184,12 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     if source is not None:
         verdict.kind, verdict.leader = "echo", source.service
         return verdict
-    before = sorted({s.service for s in undeployed if s.onset_ts <= shift.onset_ts})
+    before = {s.service for s in undeployed if s.onset_ts <= shift.onset_ts}
+    # at the same moment, one could be this service's caller; enough of them to be a fleet's trouble are not
+    same = {s.service for s in undeployed}
+    if len(same) + 1 >= cfg.suspect_services:
+        before |= same
+    before = sorted(before)
     if before and not near:
         verdict.kind, verdict.shared = "alongside", before
         return verdict

@@ -90,7 +90,7 @@ import math
 from dataclasses import astuple, dataclass
 
 from backout.contracts import Anomaly, Metric
-from backout.errors import DuplicateSample, OutOfOrderSample
+from backout.errors import DuplicateSample, ImpossibleValue, OutOfOrderSample
 from detectors.anchored import MIN_PRE_SAMPLES, AnchoredTest, RecentWindow
 from detectors.binomial import BinomialModel
 from detectors.cusum import TrimmedCusum
@@ -189,6 +189,9 @@ class MetricMonitor:
             kind = "duplicate" if ts == last else "out-of-order"
             raise what(f"{kind} sample of {self.service}/{self.metric}: ts {ts!r}, "
                        f"the stream's newest ts is {last!r}; samples must arrive once, in event-time order")
+        why = self.spec.impossible(sample.value)
+        if why is not None:
+            raise ImpossibleValue(f"impossible sample of {self.service}/{self.metric} at ts {ts!r}: {why}")
         self._last_ts = ts
         if not self.spec.enabled:
             return None

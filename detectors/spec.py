@@ -99,6 +99,17 @@ class MetricSpec(BaseModel):
             raise ValueError(f"shift_grid must start at 1.0 and increase, got {grid}")
         return grid
 
+    def impossible(self, value: float) -> str | None:
+        """Why ``value`` cannot be a sample of this metric (None: it can): a fraction outside
+        [0, 1], a negative value of a log-scale gauge (a latency below zero is an exporter's bug,
+        and its logarithm would be read as a collapse of the metric)."""
+        if self.kind in ("rate", "health") and not 0.0 <= value <= 1.0:
+            return f"a {self.kind} is a fraction in [0, 1], got {value!r}"
+        if self.kind == "gauge" and self.log_scale and value < 0.0:
+            return (f"a log-scale gauge cannot be negative, got {value!r} "
+                    "(set log_scale: false in the metric's spec for a series that can be)")
+        return None
+
     @model_validator(mode="after")
     def _trend_is_for_gauges(self) -> MetricSpec:
         if self.trend_halflife_samples is not None and self.kind == "rate":

@@ -32,7 +32,7 @@ def change(ts, version="v2", deploy_id=None, prev="v1"):
     return Change(deploy_id or f"d-{version}", version, prev, T + ts)
 
 
-def judge(s, own, others=(), views=None, services=8, extended=False):
+def judge(s, own, others=(), views=None, services=8, extended=True):
     views = views or {}
     due = s.detected_ts + 20
     return correlate(s, own, [s, *others], lambda name: views.get(name, ServiceView()), services, POLICY,
@@ -51,7 +51,7 @@ CASES = [
     ("quick succession: blame the latest", shift(onset=90), [change(0), change(40, "v3")], [], {}, "blame", "v3", None),
     ("5 of 8 services together, not first: shared",
      shift(onset=100), [change(0)], [shift(s, 90 + 5 * i) for i, s in enumerate("bcde")], {}, "shared", "v2", None),
-    ("3 of 8 together, not first: wait for the others",
+    ("3 of 8 together, not first, first look: wait for the others",
      shift(onset=100), [change(0)], [shift(s, 95) for s in "bc"], {}, "wait", "v2", None),
     ("3 of 8 together after the wait: blame",
      shift(onset=100), [change(0)], [shift(s, 95) for s in "bc"], {}, "blame", "v2", None),
@@ -87,6 +87,11 @@ CASES = [
      {}, "shared", "v2", None),
     ("minutes after the deploy, with a service nobody deployed, no later: theirs, not asked",
      shift("a", onset=300), [change(0)], [shift("b", 290)], {}, "alongside", None, None),
+    ("90 s after its deploy, first look: wait for other services' shifts to show",
+     shift("a", onset=90), [change(0)], [], {}, "wait", "v2", None),
+    ("45 s after its deploy, first look: decided at once", shift("a", onset=45), [change(0)], [], {}, "blame", "v2", None),
+    ("at the same moment as two services nobody deployed: blamed, not clear-cut",
+     shift("a", onset=60), [change(0)], [shift("b", 62), shift("c", 65)], {}, "blame", "v2", None),
     ("right after the deploy, with a service nobody deployed: blamed, not clear-cut",
      shift("a", onset=60), [change(0)], [shift("b", 50)], {}, "blame", "v2", None),
 ]
@@ -94,8 +99,7 @@ CASES = [
 
 @pytest.mark.parametrize("case,s,own,others,views,kind,blamed,leader", CASES, ids=[c[0] for c in CASES])
 def test_correlate(case, s, own, others, views, kind, blamed, leader):
-    extended = "after the wait" in case
-    verdict = judge(s, view(*own), others, views, extended=extended)
+    verdict = judge(s, view(*own), others, views, extended="first look" not in case)
     assert verdict.kind == kind
     blamed_version = verdict.change.version if kind in ("blame", "shared", "wait") else None
     assert blamed_version == blamed
@@ -103,7 +107,7 @@ def test_correlate(case, s, own, others, views, kind, blamed, leader):
 
 
 def test_a_shift_alongside_others_names_them():
-    verdict = judge(shift("a", onset=300), view(change(0)), [shift("b", 290), shift("c", 310)], extended=True)
+    verdict = judge(shift("a", onset=300), view(change(0)), [shift("b", 290), shift("c", 340)])
     assert (verdict.kind, verdict.shared) == ("alongside", ["b"])  # c moved later: a caller, maybe
 
 
@@ -114,8 +118,8 @@ def test_quick_succession_is_ambiguous_and_names_the_earlier_deploy():
 
 def test_shared_needs_half_of_a_large_fleet():
     others = [shift(f"s{i}", 95) for i in range(5)]  # 6 of 20 services
-    assert judge(shift(onset=100), view(change(0)), others, services=20, extended=True).kind == "blame"
-    assert judge(shift(onset=100), view(change(0)), others, services=10).kind == "shared"
+    assert judge(shift(onset=100), view(change(0)), others, services=20).kind == "blame"
+    assert judge(shift(onset=100), view(change(0)), others, services=10, extended=False).kind == "shared"
 
 
 def test_shifts_detected_after_the_due_time_are_not_seen():
@@ -137,7 +141,7 @@ def test_onsets_within_the_slack_are_the_same_moment():
     assert tie.kind == "blame" and any("same moment" in a for a in tie.ambiguity)
     s = shift("a", onset=100)
     after_b_blamed = correlate(s, view(change(0)), [s, *others], lambda name: views.get(name, ServiceView()), 8,
-                               POLICY, s.detected_ts + 20, blamed=lambda service, deploy_id: service == "b")
+                               POLICY, s.detected_ts + 20, True, blamed=lambda service, deploy_id: service == "b")
     assert (after_b_blamed.kind, after_b_blamed.leader) == ("follower", "b")
 
 

@@ -181,21 +181,30 @@ def test_policy_cases(case, records, config, expected):
 
 
 def test_clear_rollback_sentence_and_incident():
-    out = run(HISTORY + [dep(0, "v2.15.1", "v2.15.0"), anom(90, 10)])
+    out = run(HISTORY + [dep(0, "v2.15.1", "v2.15.0"), anom(45, 10)])
     (d,) = decisions(out)
-    assert d.reason == ("Error rate went from 0.5% to 5% (10x) 90 seconds after the deployment of v2.15.1 "
+    assert d.reason == ("Error rate went from 0.5% to 5% (10x) 45 seconds after the deployment of v2.15.1 "
                         "to checkout. Rolling back to v2.15.0.")
     assert d.incident_id == incident_id("checkout", "checkout-v2.15.1")
-    assert d.ts == T + 90 + 30 + 10  # detected + hold_s: event time, not a wall clock
+    assert d.ts == T + 45 + 30 + 10  # detected + hold_s: event time, not a wall clock
     assert d.confidence == 1.0
     assert {e["kind"] for e in d.evidence} == {"anomaly", "deploy"}
+
+
+def test_a_shift_that_began_late_for_its_deploy_waits_for_other_services_to_show():
+    """The deploy's anchored test sees a shared incident before the monitors of services nobody deployed."""
+    lone = decisions(run(HISTORY + [dep(0, "v2", "v1"), anom(90, 10)]))
+    assert [(d.action, d.ts) for d in lone] == [("rollback", T + 90 + 30 + 60)]  # detected + shared.hold_s
+    shared = [anom(86, 12, service=s, detect_after_s=50) for s in ("cart", "search", "users")]
+    out = run(HISTORY + [dep(0, "v2", "v1"), anom(90, 10), *shared])
+    assert [d.action for d in decisions(out)] == ["escalate"]  # 4 of 8 together: shared, the deploy spared
 
 
 def test_approval_sentence():
     out = run(HISTORY + [dep(0, "v2.15.1", "v2.15.0"), anom(150, 10)], with_mode("approval"))
     (d,) = decisions(out)
     assert d.reason.startswith("Error rate went from 0.5% to 5% (10x) after the deployment of v2.15.1 "
-                               "to checkout three minutes ago")
+                               "to checkout four minutes ago")
     assert d.reason.endswith("I recommend rolling back to v2.15.0. Should I proceed?")
 
 

@@ -7,7 +7,13 @@ import random
 import pytest
 
 from backout.contracts import Alert, Anomaly, Decision, Deploy, Metric
-from backout.errors import DuplicateSample, SampleRejected, UnexpectedRecord, UnknownMetric
+from backout.errors import (
+    DuplicateSample,
+    ImpossibleValue,
+    SampleRejected,
+    UnexpectedRecord,
+    UnknownMetric,
+)
 from detectors.config import BackoutConfig
 from detectors.decider import Decider
 from detectors.engine import Engine
@@ -43,6 +49,18 @@ def test_records_that_are_not_inputs_are_refused_as_samples():
         with pytest.raises(UnexpectedRecord) as refused:
             feed(alert)  # type: ignore[operator]
         assert isinstance(refused.value, SampleRejected) and "alert" in str(refused.value).lower()
+
+
+@pytest.mark.parametrize("metric, value, why", [
+    ("error_rate", 1.2, "fraction in \\[0, 1\\]"), ("health", -0.1, "fraction"),
+    ("latency_p95", -0.0004, "cannot be negative.*log_scale: false")])
+def test_a_value_its_metric_cannot_take_is_refused_and_the_stream_goes_on(metric, value, why):
+    engine = Engine(BackoutConfig())
+    with pytest.raises(ImpossibleValue, match=why):
+        engine.feed(Metric(ts=1e9, service="a", metric=metric, value=value, count=100))
+    engine.feed(Metric(ts=1e9, service="a", metric=metric, value=0.5, count=100))  # same ts: not a duplicate
+    with pytest.raises(DuplicateSample):
+        engine.feed(Metric(ts=1e9, service="a", metric=metric, value=0.5, count=100))
 
 
 def test_duplicate_sample_propagates():

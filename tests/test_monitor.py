@@ -368,7 +368,8 @@ def test_a_single_spike_never_fires(metric, seed, length, size, at, count):
     spec = spec_for(metric)
     rng = random.Random(seed)
     base = 0.01 if metric == "error_rate" else 0.3 if metric == "latency_p95" else 1.0
-    values = [base * (1 + 0.05 * rng.random()) for _ in range(40 + at)]
+    wobble = -0.05 if metric == "health" else 0.05  # a fraction stays at most 1
+    values = [base * (1 + wobble * rng.random()) for _ in range(40 + at)]
     spike = min(size, 1.0) if metric == "error_rate" else min(size / 1e6, 1.0) if metric == "health" else size
     values += [spike] * min(length, spec.spike_samples) + [base] * 100
     assert feed(monitor(metric), values, count if metric == "error_rate" else None) == []
@@ -419,6 +420,7 @@ def test_state_with_an_open_anchored_test_round_trips(metric, seed, cut):
     base = {"error_rate": 0.01, "latency_p95": 0.2, "health": 1.0}[metric]
     values = [base * (1 + rng.gauss(0, 0.05)) for _ in range(50)]
     values += [(base * 4 if metric != "health" else 0.5) * (1 + rng.gauss(0, 0.05)) for _ in range(40)]
+    values = [min(v, 1.0) if metric == "health" else v for v in values]  # a fraction stays at most 1
     a, counts = monitor(metric), 500.0 if metric != "latency_p95" else None
     feed(a, values[:50], counts)
     a.anchor("d-1", T0 + 495.0)
