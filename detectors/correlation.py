@@ -11,6 +11,10 @@ The questions an on-call engineer asks, in order:
    take traffic) and every other shift could be a caller's (per
    ``depends_on``, or at most ``follow_ratio`` times its own) and began after
    it or at the same moment and smaller.
+   A deployed service's shift that began more than ``shared.prompt_s`` (or two
+   sampling intervals) after its deploy is first put off (``wait``) until
+   ``shared.hold_s`` after its detection: its anchored test sees a shared
+   incident sooner than the monitors of services nobody deployed see theirs.
 2. *Did the shift start before the deploy?* Then that deploy did not cause it:
    ``before_deploy``. No deploy in the window before the onset: ``no_deploy``.
    A deploy's own shifts are found and dated by its anchored test
@@ -32,8 +36,9 @@ The questions an on-call engineer asks, in order:
 4. *Did a service nobody deployed move by far more, at the same moment or
    earlier?* Then the trouble began there and this shift is its echo
    (``echo``: an alert, no question) when it is at most 1/``follow_ratio``
-   of that one's. Other services without a deploy that moved no later make
-   the blame ambiguous — or, for a shift that began more than
+   of that one's. Other services without a deploy that moved no later (or,
+   when there are enough of them to be ``suspect_services`` with this one,
+   at the same moment) make the blame ambiguous — or, for a shift that began more than
    ``shared.own_within_s`` after the deploy, take it: ``alongside`` (an
    alert naming them, no question).
 5. Otherwise blame the latest deploy before the onset: ``blame``, with the
@@ -123,7 +128,8 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
                        lag_s=None if change is None else shift.onset_ts - change.ts)
     if cfg.suspect_services <= len(together) < needed and not extended:  # a leader too: are they its callers?
         return Verdict("wait", change=change, shared=together)
-    if change is not None and shift.onset_ts - change.ts > cfg.prompt_s and not extended:
+    # late for its deploy (onsets are quantised to the sampling interval: two of them is "at once")
+    if change is not None and shift.onset_ts - change.ts > max(cfg.prompt_s, 2.0 * _step_s(shift)) and not extended:
         return Verdict("wait", change=change, shared=together)  # late for its deploy: is it everybody's?
 
     if change is None:
@@ -184,12 +190,10 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     if source is not None:
         verdict.kind, verdict.leader = "echo", source.service
         return verdict
-    before = {s.service for s in undeployed if s.onset_ts <= shift.onset_ts}
     # at the same moment, one could be this service's caller; enough of them to be a fleet's trouble are not
     same = {s.service for s in undeployed}
-    if len(same) + 1 >= cfg.suspect_services:
-        before |= same
-    before = sorted(before)
+    many = len(same) + 1 >= cfg.suspect_services
+    before = sorted(same if many else {s.service for s in undeployed if s.onset_ts <= shift.onset_ts})
     if before and not near:
         verdict.kind, verdict.shared = "alongside", before
         return verdict

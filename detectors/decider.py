@@ -5,7 +5,9 @@ between the backtest and the live, partitioned stream. To take the same
 decisions either way it works in event time only:
 
 * an anomaly becomes a *pending candidate*, due ``hold_s`` after its detection
-  (the hold lets other services' simultaneous shifts be confirmed too), and
+  (the hold lets other services' simultaneous shifts be confirmed too;
+  correlation puts off one that began late for its deploy for longer, see
+  :mod:`detectors.correlation`), and
   never before ``onset + onset_slack_s + deploy_lateness_s`` (by then every
   deploy record that could be blamed for the onset has been read);
 * when the global watermark (:class:`~detectors.watermark.EventClock`) passes
