@@ -128,9 +128,9 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
                        lag_s=None if change is None else shift.onset_ts - change.ts)
     if cfg.suspect_services <= len(together) < needed and not extended:  # a leader too: are they its callers?
         return Verdict("wait", change=change, shared=together)
-    # late for its deploy (onsets are quantised to the sampling interval: two of them is "at once")
-    if change is not None and shift.onset_ts - change.ts > max(cfg.prompt_s, 2.0 * _step_s(shift)) and not extended:
-        return Verdict("wait", change=change, shared=together)  # late for its deploy: is it everybody's?
+    # late for its deploy, is it everybody's? (onsets are quantised to the sampling interval: two is "at once")
+    if not extended and change is not None and shift.onset_ts - change.ts > max(cfg.prompt_s, 2.0 * _step_s(shift)):
+        return Verdict("wait", change=change, shared=together)
 
     if change is None:
         later = [c for c in view.changes if shift.onset_ts + policy.onset_slack_s < c.ts <= due_ts]
