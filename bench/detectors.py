@@ -35,7 +35,8 @@ Measures as defined in ../shared/DETECTION.md:
   horizon (60 samples), on the production-like noise above (``clean``) and on
   noise it was not designed on (``drifting``: the base error rate a multiplicative
   AR(1), 20 min time constant, sd 0.3, beta-binomial counts; Student-t AR(1) log
-  latency), for a warm stream (90 samples in the window, long-run noise learnt)
+  latency; ``no counts``: the error rates of both without their ``count``, as
+  an exporter of ratios sends them), for a warm stream (90 samples in the window, long-run noise learnt)
   and young streams whose whole history is 8, 16 or 30 samples. ``delays``: the
   number of shifted samples seen at the flag, per case as in ``delay_cases``,
   against ``max(ln(1/alpha)/KL, k+1)``, warm and with 8 samples of history.
@@ -230,7 +231,10 @@ def _drifting_streams(seed: int, samples: int) -> list[tuple[str, list[Metric]]]
 def anchored_false_flags(seed: int, samples: int, stride: int = 97) -> dict:
     """False flags per good deploy of the anchored test: warm streams and young ones (see module doc)."""
     out: dict[str, dict] = {}
-    for noise, streams in (("clean", _clean_streams(seed, samples)), ("drifting", _drifting_streams(seed, samples))):
+    clean, drifting = _clean_streams(seed, samples), _drifting_streams(seed, samples)
+    bare = [(m, [Metric(ts=r.ts, service=r.service, metric=m, value=r.value) for r in records])
+            for m, records in clean + drifting if m == "error_rate"]
+    for noise, streams in (("clean", clean), ("drifting", drifting), ("no counts", bare)):
         for history in ("warm", 8, 16, 30):
             flags: dict[str, int] = {}
             tests: dict[str, int] = {}

@@ -45,17 +45,19 @@ the rate multiplied by ``r`` against by ``r0``::
 
 averaged over a grid of ``r`` from ``min_ratio`` to 50x, every count (X0,
 N0, X, N) in units of ``phi``, the quasi-Poisson dispersion of the *recent*
-window: its Pearson dispersion (the
-beta-binomial excess of real error counts, and a base rate that drifts within
-the window), inflated by the lag-1 autocorrelation of its residuals (a
-drifting rate's excess is autocorrelated): ``phi = 1 + (dispersion - 1)(1 + rho)/(1 - rho)``,
-the dispersion taken at its upper 90% bound (a short window says little
-about its own noise), and never below the stream's long-run dispersion when
-the caller knows it (:class:`RecentWindow`).
+window: its Pearson dispersion ``d`` (the beta-binomial excess of real error
+counts, and a base rate that drifts within the window), its excess inflated
+by the lag-1 autocorrelation of the residuals as much as a sum of that many
+samples is (a drifting rate's excess is autocorrelated; one sample is one
+sample): ``phi(m) = U (1 + (d - 1) infl(rho, m))`` for the window's m samples
+and for a segment's, ``U`` the upper 90% bound of a dispersion estimated on so
+few samples (a short window says little about its own noise; that
+uncertainty is not a drift, rho does not inflate it), never below the stream's
+long-run dispersion when the caller knows it (:class:`RecentWindow`).
 Rates without ``count`` get an effective count from the window, ``p(1-p)/var``
-(the number of trials a binomial of that variance would have; the k largest
-samples left out): the same test, with the window's own noise as the unit of
-evidence.
+(the number of trials a binomial of that variance would have, every sample
+counted): the same test, with the window's own noise as the unit of evidence
+(``bench/detectors.py``, ``anchored.false_flags``, ``no counts``).
 
 Gauges (latency on a log scale, health): the two-sample Bayesian t-test
 (Gönen et al. 2005), a normal prior of scale ``tau`` on the standardised
@@ -142,6 +144,17 @@ def _inflation(rho: float, n: float) -> float:
     return (1.0 + rho) / (1.0 - rho) - 2.0 * rho * (1.0 - rho ** n) / (n * (1.0 - rho) ** 2)
 
 
+def _effective_count(values: list[float], default: float) -> float:
+    """The count of a rate reported without one: the trials of a binomial of the window's variance,
+    ``p(1-p)/var``. Spikes and all: left out, a bursty stream's largest samples make the rest look
+    quiet (false flags per young deploy several times alpha), and a sparse stream (a few errors a
+    sample, mostly none) look almost errorless, every error then weighing like many. ``default``
+    when the window has no error at all."""
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return min(max(mean * (1.0 - mean) / var, 1.0), 1e6) if var > 0.0 and mean > 0.0 else default
+
+
 def _upper_dispersion(dispersion: float, df: float) -> float:
     """Upper 90% bound of a dispersion estimated on ``df`` degrees of freedom: ``df * d / chi2_df(0.1)``.
 
@@ -215,12 +228,7 @@ class AnchoredTest:
         values = [min(max(v, 0.0), 1.0) for v, _, _ in rows]
         n_eff = 0.0  # 0: counts are given
         if any(c is None for _, c, _ in rows):
-            # the k largest left out: a spike must not pass for noise and make every sample worth less
-            quiet = sorted(values)[:len(values) - self.spec.spike_samples]
-            mean = sum(quiet) / len(quiet)
-            var = sum((v - mean) ** 2 for v in quiet) / (len(quiet) - 1)
-            n_eff = mean * (1.0 - mean) / var if var > 0.0 and mean > 0.0 else self.spec.default_count
-            n_eff = min(max(n_eff, 1.0), 1e6)
+            n_eff = _effective_count(values, self.spec.default_count)
         samples = [(v * (n_eff or c or 0.0), n_eff or c or 0.0, ts) for v, (_, c, ts) in zip(values, rows, strict=True)]
         samples = [s for s in samples if s[1] > 0.0]
         if len(samples) < MIN_PRE_SAMPLES:
@@ -238,10 +246,12 @@ class AnchoredTest:
         p = x0 / n0
         resid = [(samples[i][0] - samples[i][1] * p) / math.sqrt(samples[i][1] * p * (1.0 - p))
                  if 0.0 < p < 1.0 else 0.0 for i in kept]
-        dispersion = _upper_dispersion(sum(r * r for r in resid) / (len(resid) - 1), len(resid) - 1.0)
-        v = (1.0 + (rho := _rho(resid))) / (1.0 - rho)
-        phi = max(1.0 + (dispersion - 1.0) * v, self.dispersion)
-        self._pre = [0.5 + x0 / phi, n0 / phi, phi, n_eff]  # quasi-Poisson: counts in units of phi
+        dispersion = max(sum(r * r for r in resid) / (len(resid) - 1), 1.0)
+        bound = _upper_dispersion(dispersion, len(resid) - 1.0) / dispersion
+        # quasi-Poisson: the window's counts in units of phi; a segment's in units of _phi(its length)
+        self._pre = [0.0, 0.0, 0.0, n_eff, dispersion, _rho(resid), bound]
+        phi = self._phi(len(kept))
+        self._pre[:3] = [0.5 + x0 / phi, n0 / phi, phi]
         # a long window (its dispersion known) lets a segment's busiest samples count, capped (_excess);
         # a short one may understate the noise: its k most adverse are left out, as for gauges
         self._winsorise = len(kept) >= WINSOR_PRE_SAMPLES
@@ -336,7 +346,7 @@ class AnchoredTest:
             mass = masses[i] - (masses[i - 1] if i else 0.0)
             if mass <= 0.0 or tw <= 0.0:
                 continue
-            lbf = self._rate_lbf(ty, tw) if self._rate else self._gauge_lbf(ty, tw, tyy)
+            lbf = self._rate_lbf(ty, tw, len(post) - i) if self._rate else self._gauge_lbf(ty, tw, tyy)
             if lbf is None:
                 continue
             term = math.log(mass) + lbf
@@ -363,12 +373,24 @@ class AnchoredTest:
             return sum(y - max(y, w * rate) for _, y, w in top)  # a "down" rate: raised to its floor
         return sum(y - min(y, w * rate) for _, y, w in top)
 
-    def _rate_lbf(self, x: float, n: float) -> float | None:
-        a, b, phi, _ = self._pre
+    def _phi(self, samples: int) -> float:
+        """The quasi-Poisson dispersion of the sum of ``samples`` successive samples: the window's
+        excess over binomial, inflated by its autocorrelation as much as a sum that long is (one
+        sample is one sample whatever rho), times the upper bound of a dispersion estimated on so
+        few samples (that uncertainty is not a drift: it is not inflated by rho), never below the
+        stream's long-run dispersion."""
+        if len(self._pre) < 7:  # saved before segments had their own dispersion
+            return self._pre[2]
+        dispersion, rho, bound = self._pre[4:7]
+        return max(bound * (1.0 + (dispersion - 1.0) * _inflation(rho, samples)), self.dispersion)
+
+    def _rate_lbf(self, x: float, n: float, samples: int) -> float | None:
+        a, b = self._pre[0], self._pre[1]
         sign = self._sign()
         root = math.sqrt(self.spec.min_ratio)
         r0 = root if sign > 0 else 1.0 / root
         out = []
+        phi = self._phi(samples)
         x, n = x / phi, n / phi
         for g in RATE_GRID:
             r = min(self.spec.min_ratio * g, MAX_RATIO)
