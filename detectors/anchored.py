@@ -604,14 +604,22 @@ class RecentWindow:
             return None
         return min(max(self._ew[2] / self._ew[1], 0.0), MAX_RHO)
 
-    def start(self, deploy_ts: float, since_ts: float = -math.inf, **settings: Any) -> AnchoredTest | None:
-        """An anchored test of the deploy at ``deploy_ts`` from the samples since ``since_ts``
-        (``settings``: its keyword arguments), or None with fewer than ``MIN_PRE_SAMPLES`` of them."""
-        pre = [s for s in self._buf if since_ts <= s[2] < deploy_ts]
+    def start(self, deploy_ts: float, since_ts: float = -math.inf, aside: Iterable[tuple[float, float]] = (),
+              **settings: Any) -> AnchoredTest | None:
+        """An anchored test of the deploy at ``deploy_ts`` from the samples since ``since_ts``, those
+        within an ``aside`` interval ``(from, to)`` left out (``settings``: its keyword arguments), or
+        None with fewer than ``MIN_PRE_SAMPLES`` of them."""
+        gaps = list(aside)
+        pre = [s for s in self._buf if since_ts <= s[2] < deploy_ts and not any(a <= s[2] <= b for a, b in gaps)]
         try:
             return AnchoredTest(self.spec, deploy_ts, pre, dispersion=self.dispersion, rho=self.rho, **settings)
         except ValueError:
             return None
+
+    @property
+    def oldest_ts(self) -> float:
+        """The ts of the oldest sample kept (inf when empty)."""
+        return self._buf[0][2] if self._buf else math.inf
 
     @property
     def step_s(self) -> float:

@@ -104,6 +104,7 @@ SUSPECT_CLIP = 4.0  # sigmas: a suspected sample still informs the spread (not t
 WORSE_FACTOR = 2.0  # an alarmed shift this many times worse than last reported is reported again
 WORSE_EVENTS = 5.0  # a rate's run must expect this many events at the reported level to count
 ONSET_WINDOW = 64  # tested samples kept to estimate an onset (detectors.onset: ~3x the slowest design's delay)
+ASIDE_KEPT = 4  # ended shifts remembered to leave out of a deploy's window
 STATE_VERSION = 4  # 2: adds the onset window; 3: the recent window and anchored tests (older: empty ones); 4: windows packed
 DONE_ANCHORS = 8  # deploy ids whose test ended, remembered so that their later records open nothing
 YOUNG = ""  # the key of a young stream's self-starting test among the anchored tests
@@ -169,6 +170,7 @@ class MetricMonitor:
         self._recent = RecentWindow(spec)
         self._tests: dict[str, AnchoredTest] = {}  # deploy id (YOUNG: self-start) -> its open test
         self._ended: list[str] = []  # deploy ids whose test ended, newest last
+        self._aside: list[tuple[float, float]] = []  # (from, to) ts of ended shifts: no baseline for a deploy
 
     @property
     def warmed_up(self) -> bool:
@@ -299,18 +301,26 @@ class MetricMonitor:
         llr = (alarm.recovery_a * y + alarm.recovery_b * w) / scale
         t = self._recovery.update(llr if llr < rh else rh, y, w, ts, (self.spec.spike_samples + 2) * rh)
         if t >= rh:  # recovered: watch again against the old baseline
+            self._set_aside(alarm.onset_ts, ts)
             self._alarm = None
         elif ts - alarm.ts >= self.spec.accept_s:  # the new normal
             if self._model.forget_trend():  # a line's new slope is unknown: learn it again
                 self._relearn()
                 return None
             self._model.rebase(alarm.level_y, alarm.level_w)
+            self._set_aside(0.0, alarm.onset_ts)
             self._alarm = None
         else:
             return self._worse(alarm, y, w, ts)
         self._recovery.clear()
         self._calibrate()
         return None
+
+    def _set_aside(self, start_ts: float, end_ts: float) -> None:
+        """The samples of a shift that ended (``start_ts`` to ``end_ts``) are no level to judge a
+        later deploy by: its anchored test leaves them out of the window before it."""
+        self._aside = [x for x in self._aside[-(ASIDE_KEPT - 1):] if x[1] >= self._recent.oldest_ts]
+        self._aside.append((start_ts, end_ts))
 
     def _worse(self, alarm: Alarm, y: float, w: float, ts: float) -> Anomaly | None:
         """Report the shift again once it got markedly worse, sample after sample.
@@ -360,10 +370,11 @@ class MetricMonitor:
                 test.horizon_s = max(test.horizon_s, finished_ts - test.deploy_ts + spec.anchor_horizon_s / 2)
             return None
         # a shift confirmed before the deploy is the level the deploy is judged against: its samples only
+        # nor is a shift that ended before it (recovered: the level around it is; accepted: the new one)
         alarm = self._alarm
         since = alarm.onset_ts if alarm is not None and alarm.ts < deploy_ts else -math.inf
-        test = self._recent.start(deploy_ts, since, alpha=spec.anchor_alpha, horizon_s=spec.anchor_horizon_s,
-                                  onset_half_s=spec.anchor_onset_half_s)
+        test = self._recent.start(deploy_ts, since, aside=self._aside, alpha=spec.anchor_alpha,
+                                  horizon_s=spec.anchor_horizon_s, onset_half_s=spec.anchor_onset_half_s)
         if test is None:  # too little history before it (or since the shift in progress began)
             self._end(deploy_id)
             return None
@@ -438,7 +449,8 @@ class MetricMonitor:
                 "d": [list(d) for d in self._designs], "c": [c.to_state() for c in self._bank],
                 "a": None if self._alarm is None else self._alarm.to_list(), "r": self._recovery.to_state(),
                 "o": self._window.to_state(), "w": self._recent.to_state(),
-                "t": [[k, t.to_state()] for k, t in self._tests.items()], "g": self._ended}
+                "t": [[k, t.to_state()] for k, t in self._tests.items()], "g": self._ended,
+                "x": [list(x) for x in self._aside]}
 
     @classmethod
     def from_state(cls, state: dict, spec: MetricSpec) -> MetricMonitor:
@@ -450,6 +462,7 @@ class MetricMonitor:
             mon._recent = RecentWindow.from_state(state["w"], spec)
             mon._tests = {k: AnchoredTest.from_state(t, spec) for k, t in state["t"]}
             mon._ended = list(state["g"])
+            mon._aside = [(float(a), float(b)) for a, b in state.get("x", [])]
         if not mon._model.load(state["b"]):  # saved under another spec (trend on/off): learn again
             return mon
         mon._n, mon._since = int(state["n"]), int(state["i"])

@@ -412,6 +412,24 @@ def test_a_deploy_read_late_is_tested_on_the_samples_already_seen():
     assert mon.anchor("d-7", T0 + 595.0, finished_ts=T0 + 700.0) is None  # its later records open nothing
 
 
+def test_a_shift_that_ended_is_no_baseline_for_the_next_deploy():
+    """An incident, recovered, still fills a third of the window before the next deploy: the
+    deploy is judged against the level around it, so its own 4x shift is not hidden by it."""
+    rng = random.Random(21)
+    mon = monitor("error_rate")
+    feed(mon, noisy_rates(rng, 0.005, 2000, 60), 2000.0)
+    incident = feed(mon, noisy_rates(rng, 0.08, 2000, 20), 2000.0, start=60)
+    assert incident and mon._alarm is not None
+    feed(mon, noisy_rates(rng, 0.005, 2000, 40), 2000.0, start=80)
+    assert mon._alarm is None  # recovered
+    assert mon.anchor("d-9", T0 + 1195.0) is None
+    found = feed(mon, noisy_rates(rng, 0.02, 2000, 6), 2000.0, start=120)
+    assert [(a.detector, a.deploy_id) for _, a in found] == [("anchored_rate", "d-9")]
+    assert found[0][1].baseline == pytest.approx(0.005, rel=0.3)
+    restored = MetricMonitor.from_state(json.loads(json.dumps(mon.to_state())), spec_for("error_rate"))
+    assert restored.to_state() == mon.to_state()
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(metric=st.sampled_from(["error_rate", "latency_p95", "health"]), seed=st.integers(0, 10**6),
        cut=st.integers(1, 40))
