@@ -129,7 +129,7 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     if cfg.suspect_services <= len(together) < needed and not extended:  # a leader too: are they its callers?
         return Verdict("wait", change=change, shared=together)
     # late for its deploy, is it everybody's? (onsets are quantised to the sampling interval: two is "at once")
-    if not extended and change is not None and shift.onset_ts - change.ts > max(cfg.prompt_s, 2.0 * _step_s(shift)):
+    if not extended and change is not None and shift.onset_ts - change.ts > max(cfg.prompt_s, 2.0 * step_s(shift)):
         return Verdict("wait", change=change, shared=together)
 
     if change is None:
@@ -205,7 +205,7 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
 def _same_moment_s(shift: Anomaly, others: list[Anomaly], policy: PolicyConfig) -> float:
     """Onset estimates are quantised to the sampling interval, each within a sample or so: two of
     them closer than two intervals (or ``onset_slack_s``) are the same moment."""
-    quantum = max([_step_s(shift)] + [_step_s(s) for s in others])
+    quantum = max([step_s(shift)] + [step_s(s) for s in others])
     return max(policy.onset_slack_s, 2.0 * quantum)
 
 
@@ -221,7 +221,7 @@ def _echo_at_same_moment(caller: Anomaly, callee: Anomaly, slack: float, policy:
     return bool(policy.depends_on) or _size(caller) < _size(callee)
 
 
-def _step_s(a: Anomaly) -> float:
+def step_s(a: Anomaly) -> float:
     """The sampling interval of the anomaly's stream, from its excursion (0 if unknown)."""
     if a.samples < 2 or a.detected_ts <= a.onset_ts:
         return 0.0

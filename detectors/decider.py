@@ -7,7 +7,9 @@ decisions either way it works in event time only:
 * an anomaly becomes a *pending candidate*, due ``hold_s`` after its detection
   (the hold lets other services' simultaneous shifts be confirmed too;
   correlation puts off one that began late for its deploy for longer, see
-  :mod:`detectors.correlation`), and
+  :mod:`detectors.correlation`; a member of a release train, other services
+  deployed within ``succession_s`` of its deploy, waits a sampling interval of
+  its stream, for a callee in the same train whose samples are stamped later), and
   never before ``onset + onset_slack_s + deploy_lateness_s`` (by then every
   deploy record that could be blamed for the onset has been read);
 * when the global watermark (:class:`~detectors.watermark.EventClock`) passes
@@ -58,7 +60,7 @@ from backout.contracts import Action, Alert, Anomaly, Decision, Deploy, Severity
 from backout.errors import UnexpectedRecord
 from detectors import wording
 from detectors.config import BackoutConfig
-from detectors.correlation import Verdict, adverse_factor, blameable, correlate
+from detectors.correlation import Verdict, adverse_factor, blameable, correlate, step_s
 from detectors.deploys import (
     Change,
     DeployTracker,
@@ -233,7 +235,19 @@ class Decider:
             return [self._alert(due_ts, "warning", text, shift)]
         change = verdict.change
         assert change is not None
+        until = self._release_wait(shift, change, due_ts) if not extended else due_ts
+        if until > due_ts:
+            self._pending.append(Candidate(until, True, shift))
+            return []
         return self._blame(shift, change, verdict, view, known, due_ts)
+
+    def _release_wait(self, shift: Anomaly, change: Change, due_ts: float) -> float:
+        """When a shift of a release train's member may be decided: a sampling interval after its
+        detection. The callee of this service may be in the same train, its samples stamped up to an
+        interval later: at 1-min samples its shift is seen after the caller's, larger by the ratio."""
+        others = self._deploys.deployed_near(change.ts, self.config.policy.succession_s,
+                                             due_ts - self.config.deploy_lateness_s, shift.service)
+        return shift.detected_ts + step_s(shift) if others else due_ts
 
     def _grade(self, shift: Anomaly, change: Change, verdict: Verdict) -> Graded:
         spec = self.config.spec_for(shift.metric)

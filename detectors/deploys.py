@@ -128,6 +128,12 @@ class DeployTracker:
             _good(view, view.current)
         return view
 
+    def deployed_near(self, ts: float, within_s: float, as_of_ts: float, other_than: str) -> list[str]:
+        """Services but ``other_than`` with a deploy record stamped within ``within_s`` of ``ts``
+        (and at or before ``as_of_ts``): the rest of a release train."""
+        return sorted(name for name, svc in self._services.items() if name != other_than and any(
+            abs(e[0] - ts) <= within_s and e[0] <= as_of_ts and e[4] != "failed" for e in svc.events))
+
     def prune(self, now_ts: float) -> None:
         """Fold records older than ``keep_s`` into each service's base, keeping the last few."""
         horizon = now_ts - self.keep_s

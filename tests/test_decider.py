@@ -368,6 +368,21 @@ def test_a_caller_moving_at_the_same_moment_as_a_rolled_back_callee_is_its_follo
     assert [(d.service, d.action) for d in decisions(out)] == [("payments", "rollback")]
 
 
+def test_a_release_train_member_waits_a_sampling_interval_for_its_callee():
+    """1-min samples: the caller's third shifted sample is stamped 11 s before its callee's. Decided
+    at once it would be rolled back; an interval later its callee's larger shift is seen first."""
+    def minute(a: Anomaly) -> Anomaly:
+        return a.model_copy(update={"samples": 3})
+    train = [dep(-7000, "p1", "p0", service="payments"), dep(-15, "p2", "p1", service="payments"), dep(0, "v2", "v1")]
+    caller = minute(anom(44, 5, detect_after_s=120))
+    out = run(HISTORY + train + [caller, minute(anom(55, 8, service="payments", detect_after_s=120))])
+    # at the same moment (within two intervals) the larger shift is the cause; asked, as both deployed
+    assert [(d.service, d.action) for d in decisions(out)] == [("payments", "request_approval")]
+    assert "checkout (also just deployed) moved at the same moment" in decisions(out)[0].reason
+    alone = decisions(run(HISTORY + [dep(0, "v2", "v1"), caller]))
+    assert [(d.service, d.action, d.ts - T) for d in alone] == [("checkout", "rollback", 174.0)]  # hold_s only
+
+
 def test_onset_dated_before_the_deploy_but_confirmed_after_it_is_not_its_fault():
     late = anom(-400, 3.2, detect_after_s=440).model_copy(update={"samples": 45})
     out = run(HISTORY + [dep(0, "v2", "v1"), late])
