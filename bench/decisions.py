@@ -21,6 +21,8 @@ records in the same order. Per decider:
   shipped no bug, out of ``good_deploys``;
 * ``delay_clear_s`` / ``delay_all_s``: median and p90 event seconds from the
   labelled onset to the first decision, for caught clear (all) bad deploys;
+  world 2's ``delay_clear_by_step_s``: the same per sampling interval (sim
+  scenarios sample every 10, 12 or 15 s; the target is set at 10 s);
 * ``wrong_targets``: rollbacks or requests whose target is not a version that
   ran long and clean before the bad deploy (world 2: not *the* version it
   replaced, unless that one was bad or new);
@@ -153,6 +155,8 @@ def summarise(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "false_rollbacks": len(false_rb), "false_approvals": len(false_ap),
         "escalations": sum(p["escalations"] for p in parts),
         "delay_clear_s": quantiles(clear), "delay_all_s": quantiles(rows),
+        "delay_clear_by_step_s": {f"{step:g}": quantiles([r for r in clear if r.get("step_s") == step])
+                                  for step in sorted({r["step_s"] for r in clear if "step_s" in r})},
         "wrong_targets": sum(r["wrong_target"] for r in rows),
         "by_kind": {k: {**v, "delays_s": sorted(v["delays_s"])} for k, v in sorted(by_kind.items())},
         "false_rollback_cases": false_rb[:10], "false_approval_cases": false_ap[:10],
@@ -173,6 +177,9 @@ def world2_part(mode: str, seeds: int, config_path: str | None, first: int = 1) 
         for name, failures in (("argo_like", 3), ("flagger_like", 5)):
             make = partial(ThresholdAnalysis, name.replace("_", "-"), failures, thresholds=thresholds)
             parts[name].append(score(run_reference(make, records), labels))
+        for part in parts.values():
+            for row in part[-1]["rows"]:
+                row["step_s"] = labels["step_s"]
     return {"scenarios": seeds, "first_seed": first, **{k: summarise(v) for k, v in parts.items()}}
 
 
