@@ -146,10 +146,10 @@ def _inflation(rho: float, n: float) -> float:
 
 def _effective_count(values: list[float], default: float) -> float:
     """The count of a rate reported without one: the trials of a binomial of the window's variance,
-    ``p(1-p)/var``. Spikes and all: left out, a bursty stream's largest samples make the rest look
-    quiet (false flags per young deploy several times alpha), and a sparse stream (a few errors a
-    sample, mostly none) look almost errorless, every error then weighing like many. ``default``
-    when the window has no error at all."""
+    ``p(1-p)/var``, over every sample, spikes too. Without its largest samples a bursty stream looks
+    quiet (false flags per young deploy several times alpha) and a sparse one (a few errors a
+    sample, mostly none) almost errorless, every error then weighing like many. ``default`` when
+    the window has no error at all."""
     mean = sum(values) / len(values)
     var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
     return min(max(mean * (1.0 - mean) / var, 1.0), 1e6) if var > 0.0 and mean > 0.0 else default
