@@ -60,7 +60,7 @@ from backout.contracts import Action, Alert, Anomaly, Decision, Deploy, Severity
 from backout.errors import UnexpectedRecord
 from detectors import wording
 from detectors.config import BackoutConfig
-from detectors.correlation import Verdict, adverse_factor, blameable, correlate, step_s
+from detectors.correlation import Verdict, adverse_factor, blameable, calls, correlate, step_s
 from detectors.deploys import (
     Change,
     DeployTracker,
@@ -244,9 +244,13 @@ class Decider:
     def _release_wait(self, shift: Anomaly, change: Change, due_ts: float) -> float:
         """When a shift of a release train's member may be decided: a sampling interval after its
         detection. The callee of this service may be in the same train, its samples stamped up to an
-        interval later: at 1-min samples its shift is seen after the caller's, larger by the ratio."""
-        others = self._deploys.deployed_near(change.ts, self.config.policy.succession_s,
+        interval later: at 1-min samples its shift is seen after the caller's, larger by the ratio.
+        With a call graph only its callees in the train count."""
+        policy = self.config.policy
+        others = self._deploys.deployed_near(change.ts, policy.succession_s,
                                              due_ts - self.config.deploy_lateness_s, shift.service)
+        if policy.depends_on:
+            others = [o for o in others if calls(policy, shift.service, o)]
         return shift.detected_ts + step_s(shift) if others else due_ts
 
     def _grade(self, shift: Anomaly, change: Change, verdict: Verdict) -> Graded:

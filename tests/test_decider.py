@@ -381,6 +381,9 @@ def test_a_release_train_member_waits_a_sampling_interval_for_its_callee():
     assert "checkout (also just deployed) moved at the same moment" in decisions(out)[0].reason
     alone = decisions(run(HISTORY + [dep(0, "v2", "v1"), caller]))
     assert [(d.service, d.action, d.ts - T) for d in alone] == [("checkout", "rollback", 174.0)]  # hold_s only
+    graph = BackoutConfig.model_validate({"policy": {"depends_on": {"payments": ["checkout"]}}})
+    train_of_a_caller = decisions(run(HISTORY + train + [caller], graph))  # payments calls it, not the reverse
+    assert [(d.service, d.action, d.ts - T) for d in train_of_a_caller] == [("checkout", "rollback", 174.0)]
 
 
 def test_onset_dated_before_the_deploy_but_confirmed_after_it_is_not_its_fault():
