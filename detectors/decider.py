@@ -328,8 +328,9 @@ class Decider:
         change = verdict.change
         if change is not None and incident_id(shift.service, change.deploy_id) not in self._incidents:
             incident = incident_id(shift.service, change.deploy_id)
-            text = wording.shared_deploy(what, shift.service, verdict.lag_s or 0, change.version,
-                                         verdict.shared, total)
+            lag_s = verdict.lag_s or 0.0
+            text = wording.shared_deploy(what, shift.service, lag_s, change.version, verdict.shared, total,
+                                         soon=lag_s <= self.config.policy.shared.own_within_s)
             evidence = [_shift_evidence(shift), _change_evidence(change),
                         {"kind": "shared", "services": verdict.shared, "of": total}]
             confidence = round(min(1.0, len(verdict.shared) / max(total, 1)), 3)

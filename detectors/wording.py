@@ -160,10 +160,13 @@ def shared(metric: str, services: list[str], total: int) -> str:
 
 # -- decisions: what Backout does about a blamed deploy, and why ------------------------------------
 
-def shared_deploy(what: str, service: str, lag_s: float, version: str, services: list[str], total: int) -> str:
+def shared_deploy(what: str, service: str, lag_s: float, version: str, services: list[str], total: int,
+                  soon: bool = False) -> str:
+    """``soon``: the shift began right after the deploy, when its own trouble would begin too."""
+    cause = ("a shared dependency, a traffic surge, or this deploy's fault reaching the services that call it"
+             if soon else "a shared dependency or a traffic surge, not this deploy")
     return (f"{what} on {service} {duration(lag_s)} after the deployment of {version}, "
-            f"but it shifted on {together(services, total)}: a shared dependency or a traffic surge, "
-            "not this deploy. Escalating to a human.")
+            f"but it shifted on {together(services, total)}: {cause}. Escalating to a human.")
 
 
 def no_target(what: str, lag_s: float, version: str, service: str) -> str:

@@ -198,6 +198,10 @@ def test_a_shift_that_began_late_for_its_deploy_waits_for_other_services_to_show
     shared = [anom(86, 12, service=s, detect_after_s=50) for s in ("cart", "search", "users")]
     out = run(HISTORY + [dep(0, "v2", "v1"), anom(90, 10), *shared])
     assert [d.action for d in decisions(out)] == ["escalate"]  # 4 of 8 together: shared, the deploy spared
+    assert "a shared dependency, a traffic surge, or this deploy's fault" in decisions(out)[0].reason  # 90 s in
+    late = [anom(286, 12, service=s, detect_after_s=50) for s in ("cart", "search", "users")]
+    out = run(HISTORY + [dep(0, "v2", "v1"), anom(290, 10), *late])
+    assert "a shared dependency or a traffic surge, not this deploy" in decisions(out)[0].reason  # 290 s in
 
 
 def test_approval_sentence():
