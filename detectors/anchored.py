@@ -155,6 +155,15 @@ def _effective_count(values: list[float], default: float) -> float:
     return min(max(mean * (1.0 - mean) / var, 1.0), 1e6) if var > 0.0 and mean > 0.0 else default
 
 
+def _quasi_dispersion(dispersion: float, rho: float, bound: float, samples: float, floor: float) -> float:
+    """The quasi-Poisson dispersion of the sum of ``samples`` successive samples: the window's
+    excess over binomial, inflated by its autocorrelation as much as a sum that long is (one
+    sample is one sample whatever rho), times the upper bound of a dispersion estimated on so
+    few samples (that uncertainty is not a drift: it is not inflated by rho), never below the
+    stream's long-run dispersion ``floor``."""
+    return max(bound * (1.0 + (dispersion - 1.0) * _inflation(rho, samples)), floor)
+
+
 def _upper_dispersion(dispersion: float, df: float) -> float:
     """Upper 90% bound of a dispersion estimated on ``df`` degrees of freedom: ``df * d / chi2_df(0.1)``.
 
@@ -249,9 +258,9 @@ class AnchoredTest:
         dispersion = max(sum(r * r for r in resid) / (len(resid) - 1), 1.0)
         bound = _upper_dispersion(dispersion, len(resid) - 1.0) / dispersion
         # quasi-Poisson: the window's counts in units of phi; a segment's in units of _phi(its length)
-        self._pre = [0.0, 0.0, 0.0, n_eff, dispersion, _rho(resid), bound]
-        phi = self._phi(len(kept))
-        self._pre[:3] = [0.5 + x0 / phi, n0 / phi, phi]
+        rho = _rho(resid)
+        phi = _quasi_dispersion(dispersion, rho, bound, len(kept), self.dispersion)
+        self._pre = [0.5 + x0 / phi, n0 / phi, phi, n_eff, dispersion, rho, bound]
         # a long window (its dispersion known) lets a segment's busiest samples count, capped (_excess);
         # a short one may understate the noise: its k most adverse are left out, as for gauges
         self._winsorise = len(kept) >= WINSOR_PRE_SAMPLES
@@ -374,15 +383,11 @@ class AnchoredTest:
         return sum(y - min(y, w * rate) for _, y, w in top)
 
     def _phi(self, samples: int) -> float:
-        """The quasi-Poisson dispersion of the sum of ``samples`` successive samples: the window's
-        excess over binomial, inflated by its autocorrelation as much as a sum that long is (one
-        sample is one sample whatever rho), times the upper bound of a dispersion estimated on so
-        few samples (that uncertainty is not a drift: it is not inflated by rho), never below the
-        stream's long-run dispersion."""
+        """The quasi-Poisson dispersion of a segment of ``samples`` (:func:`_quasi_dispersion`)."""
         if len(self._pre) < 7:  # saved before segments had their own dispersion
             return self._pre[2]
         dispersion, rho, bound = self._pre[4:7]
-        return max(bound * (1.0 + (dispersion - 1.0) * _inflation(rho, samples)), self.dispersion)
+        return _quasi_dispersion(dispersion, rho, bound, samples, self.dispersion)
 
     def _rate_lbf(self, x: float, n: float, samples: int) -> float | None:
         a, b = self._pre[0], self._pre[1]
