@@ -369,12 +369,21 @@ class MetricMonitor:
             if finished_ts is not None:
                 test.horizon_s = max(test.horizon_s, finished_ts - test.deploy_ts + spec.anchor_horizon_s / 2)
             return None
-        # a shift confirmed before the deploy is the level the deploy is judged against: its samples only
-        # nor is a shift that ended before it (recovered: the level around it is; accepted: the new one)
+        # a shift confirmed before the deploy is the level the deploy is judged against: its samples only,
+        # or, once it is coming back (its recovery test half way to confirming it), the samples since then
+        # if there are enough; a shift that ended before it is no level (recovered: the level around it is;
+        # accepted: the new one)
         alarm = self._alarm
-        since = alarm.onset_ts if alarm is not None and alarm.ts < deploy_ts else -math.inf
-        test = self._recent.start(deploy_ts, since, aside=self._aside, alpha=spec.anchor_alpha,
-                                  horizon_s=spec.anchor_horizon_s, onset_half_s=spec.anchor_onset_half_s)
+        since = [-math.inf]
+        if alarm is not None and alarm.ts < deploy_ts:
+            since = [alarm.onset_ts]
+            back = self._recovery
+            if back.onset_ts and back.s >= 0.5 * alarm.recovery_h:
+                since.insert(0, back.onset_ts)
+        test = None
+        for since_ts in since:
+            test = test or self._recent.start(deploy_ts, since_ts, aside=self._aside, alpha=spec.anchor_alpha,
+                                              horizon_s=spec.anchor_horizon_s, onset_half_s=spec.anchor_onset_half_s)
         if test is None:  # too little history before it (or since the shift in progress began)
             self._end(deploy_id)
             return None

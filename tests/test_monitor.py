@@ -430,6 +430,28 @@ def test_a_shift_that_ended_is_no_baseline_for_the_next_deploy():
     assert restored.to_state() == mon.to_state()
 
 
+def beta_binomial_rates(rng, p, n, size, kappa=200):
+    """Rates that wander from sample to sample (a Beta(p kappa, (1-p) kappa) rate each), n requests each."""
+    rates = (rng.betavariate(p * kappa, (1 - p) * kappa) for _ in range(size))
+    return [sum(rng.random() < q for _ in range(n)) / n for q in rates]
+
+
+def test_a_shift_coming_back_is_no_baseline_for_the_next_deploy():
+    """An overdispersed incident is back at the old level, its recovery not yet confirmed, when a
+    deploy lands: the deploy is judged against the samples since the level came back, not against
+    the incident, and its own 10x shift is the deploy's."""
+    rng = random.Random(0)
+    mon = monitor("error_rate")
+    feed(mon, beta_binomial_rates(rng, 0.005, 1000, 80), 1000.0)
+    assert feed(mon, beta_binomial_rates(rng, 0.03, 1000, 20), 1000.0, start=80)
+    feed(mon, beta_binomial_rates(rng, 0.005, 1000, 9), 1000.0, start=100)
+    assert mon._alarm is not None  # not yet recovered
+    assert mon.anchor("d-1", T0 + 1085.0) is None
+    found = feed(mon, beta_binomial_rates(rng, 0.05, 1000, 12), 1000.0, start=109)
+    assert [(a.detector, a.deploy_id) for _, a in found] == [("anchored_rate", "d-1")]
+    assert found[0][1].baseline == pytest.approx(0.005, rel=0.4)
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(metric=st.sampled_from(["error_rate", "latency_p95", "health"]), seed=st.integers(0, 10**6),
        cut=st.integers(1, 40))
