@@ -281,7 +281,7 @@ class Decider:
         o = outcome(worst.assessment, mode, decided=None if decided is None else decided.action,
                     reverted=reverted, still_runs=view.current == change.version, has_target=target is not None,
                     stale=shift.detected_ts - change.ts > policy.window_s,
-                    traffic=verdict.traffic, load_power=policy.load_power)
+                    traffic=verdict.traffic, load_power=policy.load_power, worsened=primary.worsened)
         if o.kind in ("decided", "kept_asking"):
             return []
         what = wording.change(primary.metric, primary.baseline, primary.current, worst.direction)
@@ -298,6 +298,8 @@ class Decider:
             text = wording.load(what, service, version, verdict.traffic)
         elif o.kind == "reverted":
             text = wording.reverted(what, service, version, view.current)
+        elif o.kind == "redeployed":
+            text = wording.grew_after_redeploy(what, service, version, view.current)
         elif o.kind == "no_target":
             text = wording.no_target(what, lag_s, version, service)
         elif o.kind == "off":
@@ -314,7 +316,7 @@ class Decider:
             self._deploys.mark_bad(service, version)
         evidence = [_shift_evidence(s) for s in mine] + [_change_evidence(change)]
         evidence += [_change_evidence(c, "earlier deploy") for c in verdict.also_suspect]
-        alert_id = shift_id(primary) if o.kind in ("watch", "stale", "load") else incident
+        alert_id = shift_id(primary) if o.kind in ("watch", "stale", "load", "redeployed") else incident
         return self._emit(o, incident, alert_id, service, change, view, target, worst.assessment.confidence,
                           text, evidence, due_ts)
 

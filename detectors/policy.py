@@ -64,8 +64,8 @@ from detectors import wording
 from detectors.config import MetricPolicy, Mode
 
 Recorded = Action | Literal["none"]  # what an incident records: "none" decided, nothing to do
-OutcomeKind = Literal["decided", "kept_asking", "upgrade", "watch", "stale", "load", "reverted", "no_target",
-                      "shared", "off", "rollback", "request_approval"]
+OutcomeKind = Literal["decided", "kept_asking", "upgrade", "watch", "stale", "load", "reverted", "redeployed",
+                      "no_target", "shared", "off", "rollback", "request_approval"]
 SEVERITY: dict[Action, Severity] = {"rollback": "critical", "escalate": "critical", "request_approval": "warning"}
 
 
@@ -95,7 +95,7 @@ class Outcome:
     @property
     def severity(self) -> Severity | None:
         """Of the alert that goes with it; None: nothing is said."""
-        if self.kind in ("watch", "stale", "load", "reverted"):
+        if self.kind in ("watch", "stale", "load", "reverted", "redeployed"):
             return "info"
         return None if self.action is None else SEVERITY[self.action]
 
@@ -150,7 +150,7 @@ def explained_by_load(graded: Assessment, traffic: float | None, load_power: flo
 
 def outcome(graded: Assessment, mode: Mode, *, decided: Recorded | None = None, reverted: bool = False,
             still_runs: bool = True, has_target: bool = True, stale: bool = False,
-            traffic: float | None = None, load_power: float = 1.0) -> Outcome:
+            traffic: float | None = None, load_power: float = 1.0, worsened: bool = False) -> Outcome:
     """The final outcome for a blamed deploy whose worst shift was ``graded``.
 
     ``decided``: what the incident recorded so far (None: new); ``reverted``: the service already
@@ -159,7 +159,9 @@ def outcome(graded: Assessment, mode: Mode, *, decided: Recorded | None = None, 
     the correlation window after the deploy; ``traffic``: how many times the service's own
     requests grew at the same moment (:func:`explained_by_load`, ``PolicyConfig.load_power``). Only a rollback marks the version bad:
     a question, answered or not, leaves it as it was (if someone rolls it back, the deploy record
-    says so).
+    says so). ``worsened``: the shift is a re-report, grown since it was first confirmed; if the
+    service was deployed again in between (``still_runs`` False), the growth is no evidence against
+    this deploy (the newer one's own tests judge it): ``redeployed``, an alert.
     """
     if decided == "request_approval":  # escalate the question only when it became clear-cut, on the same version
         if graded.would != "rollback" or mode != "auto" or not still_runs or not has_target:
@@ -169,6 +171,8 @@ def outcome(graded: Assessment, mode: Mode, *, decided: Recorded | None = None, 
         return Outcome("decided")  # for good: only a question can still become a rollback
     if not graded.actionable:
         return Outcome("watch")
+    if worsened and not still_runs:
+        return Outcome("redeployed")
     if stale:
         return Outcome("stale")
     if not graded.clear and explained_by_load(graded, traffic, load_power):

@@ -147,6 +147,11 @@ def reverted(what: str, service: str, version: str, current: str | None) -> str:
     return f"{what} on {service} after the deployment of {version}; it already runs {current} again."
 
 
+def grew_after_redeploy(what: str, service: str, version: str, current: str | None) -> str:
+    return (f"{what} on {service} since the deployment of {version}; it grew after {current or 'another version'} "
+            "was deployed, whose own tests judge it: nothing asked about this one.")
+
+
 def together(services: list[str], total: int) -> str:
     """'5 of 8 services at the same time (a, b, c, d, e)'."""
     listed = ", ".join(services[:8]) + (", …" if len(services) > 8 else "")

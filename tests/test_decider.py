@@ -341,6 +341,19 @@ def test_no_upgrade(case, extra, config):
     assert [d.action for d in decisions(out)] == ["request_approval"]
 
 
+def test_a_shift_that_grew_after_a_redeploy_asks_nothing_of_the_deploy_before():
+    """A small shift after v2 (watched), grown 5x after v3 was deployed: the monitor re-reports it with
+    v2-era onset, but the growth is no evidence against v2, and v3's own tests judge v3."""
+    first = anom(600, 1.3, "latency_p95")
+    grown = update(first, 900, 5.0).model_copy(update={"worsened": True})
+    out = run(HISTORY + [dep(0, "v2", "v1"), first, dep(1200, "v3", "v2"), grown], until=2400.0)
+    assert decisions(out) == []
+    said = [o.text for o in out if isinstance(o, Alert)]
+    assert any("it grew after v3 was deployed" in t for t in said)
+    kept = run(HISTORY + [dep(0, "v2", "v1"), first, grown], until=2400.0)  # nobody deployed since: v2's question
+    assert [(d.action, d.from_version) for d in decisions(kept)] == [("request_approval", "v2")]
+
+
 def test_another_metric_can_upgrade_and_a_rollback_is_never_repeated():
     out = run(HISTORY + [dep(0, "v2", "v1"), anom(60, 1.6, "latency_p95"), anom(200, 2.0, "health"),
                          anom(300, 20)])
