@@ -44,7 +44,10 @@ The questions an on-call engineer asks, in order:
 5. Otherwise blame the latest deploy before the onset: ``blame``, with the
    reasons that make it ambiguous (two deploys in quick succession, another
    deployed service moving at the same moment, the service's own traffic
-   rising since the deploy: ``traffic``, which the decider takes as load).
+   rising since the deploy: ``traffic``, which the decider takes as load). A
+   shift that began more than ``shared.own_within_s`` after its deploy while
+   the traffic of as many services as make a shared shift surged is the
+   surge's: ``surge`` (an alert, no question).
 
 Only inputs stamped at or before the decision time are given to
 :func:`correlate`; that is what makes the answer independent of read order.
@@ -62,7 +65,8 @@ from detectors import wording
 from detectors.config import PolicyConfig
 from detectors.deploys import Change, ServiceView
 
-VerdictKind = Literal["blame", "no_deploy", "before_deploy", "shared", "follower", "echo", "alongside", "wait"]
+VerdictKind = Literal["blame", "no_deploy", "before_deploy", "shared", "follower", "echo", "alongside", "surge",
+                      "wait"]
 
 
 @dataclass
@@ -72,7 +76,7 @@ class Verdict:
     lag_s: float | None = None  # onset - deploy time
     ambiguity: list[str] = field(default_factory=list)  # why the blame is not clear-cut
     also_suspect: list[Change] = field(default_factory=list)  # other recent changes never to roll back to
-    shared: list[str] = field(default_factory=list)  # services that shifted together (shared, alongside)
+    shared: list[str] = field(default_factory=list)  # services that shifted together (shared, alongside, surge)
     leader: str | None = None  # the service that moved first (follower, echo)
     later_change: Change | None = None  # the deploy that came after the onset (before_deploy)
     traffic: float | None = None  # the service's own traffic grew this many times at the same moment
@@ -179,6 +183,13 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
             verdict.ambiguity.append(wording.traffic_moved(s.metric, s.baseline, s.current))
             if s.current > s.baseline > 0:
                 verdict.traffic = max(verdict.traffic or 0.0, s.current / s.baseline)
+    # the fleet's traffic surged at the same moment (as many services' as make a shared shift): a shift
+    # that began late for its deploy is the surge's
+    surged = sorted({s.service for s in shifts if s.metric in policy.context_metrics and s.current > s.baseline
+                     and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s})
+    if not near and len(surged) >= max(cfg.min_services, math.ceil(cfg.min_fraction * services_total)):
+        verdict.kind, verdict.shared = "surge", surged
+        return verdict
     # services that shifted no later than this one, for no deploy of theirs: something else may be going on
     # (those that shifted later are more likely its callers); one that moved by far more, at the same
     # moment or earlier, is where the trouble began, and this shift its echo

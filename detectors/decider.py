@@ -233,6 +233,9 @@ class Decider:
         if verdict.kind == "alongside":
             text = wording.alongside(what, shift.service, verdict.shared, verdict.lag_s or 0.0)
             return [self._alert(due_ts, "warning", text, shift)]
+        if verdict.kind == "surge":
+            text = wording.surge(what, shift.service, verdict.shared, total, verdict.lag_s or 0.0)
+            return [self._alert(due_ts, "warning", text, shift)]
         change = verdict.change
         assert change is not None
         until = self._release_wait(shift, change, due_ts) if not extended else due_ts

@@ -129,6 +129,11 @@ def alongside(what: str, service: str, others: list[str], lag_s: float) -> str:
             f"(not deployed) shifted too, no later: a shared cause is likelier than this deploy; not asking.")
 
 
+def surge(what: str, service: str, surged: list[str], total: int, lag_s: float) -> str:
+    return (f"{what} on {service}, beginning {duration(lag_s)} after its deploy, as traffic rose on "
+            f"{together(surged, total)}: a traffic surge is likelier than this deploy; not asking.")
+
+
 def watching(what: str, service: str, version: str) -> str:
     return f"{what} on {service} after the deployment of {version}, below the rollback threshold: watching."
 

@@ -53,6 +53,12 @@ def with_mode(mode: str, service: str | None = None) -> BackoutConfig:
     return BackoutConfig.model_validate({"services": {service: {"mode": mode}}})
 
 
+def traffic(onset: float, factor: float, service: str) -> Anomaly:
+    """A service's requests rising ``factor`` times from 100 a sample (context, never harm)."""
+    return Anomaly(ts=T + onset + 30, service=service, metric="requests", detector="test", onset_ts=T + onset,
+                   detected_ts=T + onset + 30, baseline=100.0, current=100.0 * factor, ratio=factor, score=10.0)
+
+
 HISTORY = [dep(-7000, "v1", "v0", deploy_id="d-old")]  # v0 ran before; v1 has run clean for hours
 
 # (case, records, config, expected decisions as (service, action, from, to))
@@ -66,6 +72,12 @@ CASES = [
      [("checkout", "request_approval", "v2", "v1")]),
     ("a shift that starts 12 min after the deploy asks first",
      HISTORY + [dep(0, "v2", "v1"), anom(720, 10)], None, [("checkout", "request_approval", "v2", "v1")]),
+    ("a shift 12 min after the deploy as traffic surged on 5 of 8 services: the surge's, no question",
+     HISTORY + [dep(0, "v2", "v1"), anom(720, 10)] + [traffic(690 + 10 * i, 2.0, f"svc{i}") for i in range(5)],
+     None, []),
+    ("a shift 90 s after the deploy as traffic surged: still the deploy's",
+     HISTORY + [dep(0, "v2", "v1"), anom(90, 10)] + [traffic(60 + 10 * i, 2.0, f"svc{i}") for i in range(5)],
+     None, [("checkout", "rollback", "v2", "v1")]),
     ("onset before the deploy: no blame",
      HISTORY + [dep(0, "v2", "v1"), anom(-120, 10, detect_after_s=130)], None, []),
     ("no deploy at all: alert only", HISTORY + [anom(600, 10)], None, []),
