@@ -190,12 +190,14 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     if not near and len(surged) >= max(cfg.min_services, math.ceil(cfg.min_fraction * services_total)):
         verdict.kind, verdict.shared = "surge", surged
         return verdict
-    # services that shifted no later than this one, for no deploy of theirs: something else may be going on
-    # (those that shifted later are more likely its callers); one that moved by far more, at the same
-    # moment or earlier, is where the trouble began, and this shift its echo
+    # services that shifted no later than this one, for no deploy of theirs (none, or none within
+    # shared.own_within_s before: a deploy's own trouble begins as it rolls out): something else may be
+    # going on (those that shifted later are more likely its callers); one that moved by far more, at
+    # the same moment or earlier, is where the trouble began, and this shift its echo
     undeployed = [s for s in shifts if s.metric == shift.metric and s.service != shift.service
                   and shift.onset_ts - cfg.within_s <= s.onset_ts <= shift.onset_ts + slack
-                  and not any(blameable(c, s.onset_ts, policy) for c in views(s.service).changes)]
+                  and not any(blameable(c, s.onset_ts, policy) and s.onset_ts - c.ts <= cfg.own_within_s
+                              for c in views(s.service).changes)]
     source = max((s for s in undeployed if _could_follow(shift, s, policy)
                   and policy.follow_ratio * _size(shift) <= _size(s)), key=_size, default=None)
     if source is not None:

@@ -126,7 +126,8 @@ def echo(what: str, service: str, source: str) -> str:
 
 def alongside(what: str, service: str, others: list[str], lag_s: float) -> str:
     return (f"{what} on {service}, beginning {duration(lag_s)} after its deploy, when {', '.join(others)} "
-            f"(not deployed) shifted too, no later: a shared cause is likelier than this deploy; not asking.")
+            f"(no deploy of theirs just before) shifted too, no later: a shared cause is likelier than this "
+            "deploy; not asking.")
 
 
 def surge(what: str, service: str, surged: list[str], total: int, lag_s: float) -> str:
