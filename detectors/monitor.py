@@ -380,10 +380,11 @@ class MetricMonitor:
             back = self._recovery
             if back.onset_ts and back.s >= 0.5 * alarm.recovery_h:
                 since.insert(0, back.onset_ts)
-        test = None
         for since_ts in since:
-            test = test or self._recent.start(deploy_ts, since_ts, aside=self._aside, alpha=spec.anchor_alpha,
-                                              horizon_s=spec.anchor_horizon_s, onset_half_s=spec.anchor_onset_half_s)
+            test = self._recent.start(deploy_ts, since_ts, aside=self._aside, alpha=spec.anchor_alpha,
+                                      horizon_s=spec.anchor_horizon_s, onset_half_s=spec.anchor_onset_half_s)
+            if test is not None:
+                break
         if test is None:  # too little history before it (or since the shift in progress began)
             self._end(deploy_id)
             return None
