@@ -20,6 +20,7 @@ backout.errors.UnknownMetric: unknown metric 'cpu_temp': not in the configuratio
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -101,6 +102,10 @@ class SharedIncident(_Frozen):
         "this after its deploy waits hold_s after its detection before it is decided (once), for the shifts of "
         "other services to show: its anchored test sees a shared incident sooner than the monitors of services "
         "nobody deployed see theirs")
+
+    def needed(self, services: int) -> int:
+        """How many services (the candidate included) make a shift shared in a fleet of ``services``."""
+        return max(self.min_services, math.ceil(self.min_fraction * services))
 
 
 class PolicyConfig(_Frozen):

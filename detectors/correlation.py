@@ -55,7 +55,6 @@ Only inputs stamped at or before the decision time are given to
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -118,7 +117,7 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     cfg = policy.shared
     together = sorted({s.service for s in shifts if s.metric == shift.metric
                        and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s} | {shift.service})
-    needed = max(cfg.min_services, math.ceil(cfg.min_fraction * max(services_total, len(together))))
+    needed = cfg.needed(max(services_total, len(together)))
     # a deployed service that moved before all the others may be the cause of a cascade to its callers
     # (as long as they could be its callers: per the graph, or with shifts no larger than its own)
     others = [s for s in shifts if s.metric == shift.metric and s.service != shift.service
@@ -187,7 +186,7 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     # that began late for its deploy is the surge's
     surged = sorted({s.service for s in shifts if s.metric in policy.context_metrics and s.current > s.baseline
                      and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s})
-    if not near and len(surged) >= max(cfg.min_services, math.ceil(cfg.min_fraction * services_total)):
+    if not near and len(surged) >= cfg.needed(services_total):
         verdict.kind, verdict.shared = "surge", surged
         return verdict
     # services that shifted no later than this one, for no deploy of theirs (none, or none within
