@@ -77,7 +77,12 @@ by the margin. Pre-window samples are winsorised at 4 MADs of their median
 The anomaly it leads to reports the onset as the monitor does
 (:mod:`detectors.onset`, over the last pre samples and the post samples): a
 shift that was already there before the deploy is dated before it, and the
-decider does not blame the deploy for it.
+decider does not blame the deploy for it. Already there means sustained: past
+the margin from that onset to the deploy without its k most adverse samples
+(a burst of k samples shortly before a shift looks like its start to a
+change-time estimate, and would excuse the deploy). A degradation that the
+deploy then made ``min_ratio`` times worse is the deploy's: dated after it,
+against the level it found.
 
 Calibration (``bench/detectors.py``, ``anchored``): false flags per good
 deploy against ``alpha`` on clean and on drifting noise, and the delay in
@@ -430,9 +435,9 @@ class AnchoredTest:
             out.append(-0.5 * math.log(g) + 0.5 * (nu + 1.0) * (math.log1p(t2 / nu) - math.log1p(t2 / (g * nu))))
         return _logmeanexp(out)
 
-    def _gate(self, level: float) -> bool:
-        """The segment's level is at least ``min_ratio`` away from the window's, the bad way."""
-        base, r = self.baseline, self.spec.min_ratio
+    def _gate(self, level: float, base: float | None = None) -> bool:
+        """The segment's level is at least ``min_ratio`` away from the window's (or ``base``), the bad way."""
+        base, r = self.baseline if base is None else base, self.spec.min_ratio
         if self._rate or (self.spec.log_scale and self.spec.kind != "health"):
             ratio = level / base if base > 0 else math.inf
             return ratio >= r if self._sign() > 0 else ratio <= 1.0 / r
@@ -443,8 +448,12 @@ class AnchoredTest:
         """The change-time estimate over the last pre samples and the post samples (:mod:`detectors.onset`).
 
         It may precede the deploy (a degradation that was already there), but only when the data
-        favour that by more than ``ONSET_NATS`` over the best onset after the deploy: an estimate
-        one sample early is noise, and must not excuse the deploy.
+        favour that by more than ``ONSET_NATS`` over the best onset after the deploy (an estimate
+        one sample early is noise, and must not excuse the deploy), when the samples from it to the
+        deploy, their k most adverse left out, are past the margin (a spike of k samples before a
+        shift is no degradation), and when the level after the deploy is not ``min_ratio`` past
+        that one (then the deploy made it worse: the onset is the deploy's, the level it found the
+        baseline).
         """
         sign = self._sign()
         if self._rate:
@@ -474,7 +483,32 @@ class AnchoredTest:
             ts_post = fallback
         if g_all <= 0.0 or ts_all >= self.deploy_ts or (g_all - g_post) / unit < ONSET_NATS:
             return ts_post
+        found = self._level_before(ts_all, center)
+        if found is None:  # a spike shortly before the shift looks like its start: it is no degradation
+            return ts_post
+        if self._gate(self.current, found):  # degraded before, and this deploy made it much worse
+            self.baseline = found
+            return ts_post
         return ts_all
+
+    def _level_before(self, since_ts: float, center: float) -> float | None:
+        """The level (metric units) of the samples from ``since_ts`` to the deploy, if a degradation
+        was already there: past the margin without their k most adverse (a spike is not); else None.
+        The level is their whole mean: a deploy is blamed for making it worse only when it did."""
+        k, sign = self.spec.spike_samples, self._sign()
+        rows = [(y, w) for y, w, ts in self._tail if since_ts <= ts < self.deploy_ts]
+        kept = sorted(rows, key=lambda r: sign * (r[0] - r[1] * center))[:len(rows) - k]
+        ty, tw = sum(y for y, _ in kept), sum(w for _, w in kept)
+        if not kept or tw <= 0.0:
+            return None
+        if self._rate:
+            root = math.sqrt(self.spec.min_ratio)
+            if (ty / tw < center * root) if sign > 0 else (ty / tw > center / root):
+                return None
+        elif sign * (ty / tw - center) <= self._margin():
+            return None
+        level = sum(y for y, _ in rows) / sum(w for _, w in rows)
+        return level if self._rate else self._value(level)
 
     @property
     def ratio(self) -> float:

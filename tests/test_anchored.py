@@ -194,3 +194,31 @@ def test_a_long_windows_low_count_shift_counts_its_busiest_samples_capped_not_dr
     spike = AnchoredTest(spec, 900.0, pre)
     flags = [spike.update(v, 150.0, 905.0 + 10 * i) for i, v in enumerate([0.2, 0.2] + [0.0] * 30)]
     assert not any(flags)
+
+
+def test_a_spike_shortly_before_a_shift_is_not_where_it_began():
+    """Two samples of a burst, two quiet ones, the deploy, then the shift at the burst's level: a
+    change-time estimate alone would date the shift back to the burst and excuse the deploy."""
+    rng = np.random.default_rng(8)
+    rows = clean("error_rate", rng, 60) + clean("error_rate", rng, 2, 8.0) + clean("error_rate", rng, 2)
+    test = AnchoredTest(spec_for("error_rate"), DEPLOY, pre_window(rows))
+    assert run(test, clean("error_rate", rng, 30, 8.0)) is not None
+    assert test.onset_ts == DEPLOY + 5.0
+
+
+def test_a_degradation_already_there_is_dated_before_the_deploy():
+    rng = np.random.default_rng(9)
+    rows = clean("latency_p95", rng, 60) + clean("latency_p95", rng, 8, 2.0)
+    test = AnchoredTest(spec_for("latency_p95"), DEPLOY, pre_window(rows))
+    assert run(test, clean("latency_p95", rng, 30, 2.0)) is not None
+    assert test.onset_ts == DEPLOY - STEP * 8
+
+
+def test_a_deploy_that_makes_a_degradation_much_worse_is_blamed_from_the_level_it_found():
+    """Latency doubled (a callee's trouble) eight samples before the deploy; the deploy tripled it again."""
+    rng = np.random.default_rng(9)
+    rows = clean("latency_p95", rng, 60) + clean("latency_p95", rng, 8, 2.0)
+    test = AnchoredTest(spec_for("latency_p95"), DEPLOY, pre_window(rows))
+    assert run(test, clean("latency_p95", rng, 30, 6.0)) is not None
+    assert test.onset_ts == DEPLOY + 5.0
+    assert test.baseline == pytest.approx(0.4, rel=0.1) and test.ratio == pytest.approx(3.0, rel=0.2)
