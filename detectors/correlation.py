@@ -10,7 +10,8 @@ The questions an on-call engineer asks, in order:
    ``shared.own_within_s`` of its deploy (a cascade starts as the new pods
    take traffic) and every other shift could be a caller's (per
    ``depends_on``, or at most ``follow_ratio`` times its own) and began after
-   it or at the same moment and smaller.
+   it (or less than a sampling interval before it: a caller's samples may be
+   stamped before its callee's), or at the same moment and smaller.
    A deployed service's shift that began more than ``shared.prompt_s`` (or two
    sampling intervals) after its deploy is first put off (``wait``) until
    ``shared.hold_s`` after its detection: its anchored test sees a shared
@@ -118,14 +119,18 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     together = sorted({s.service for s in shifts if s.metric == shift.metric
                        and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s} | {shift.service})
     needed = cfg.needed(max(services_total, len(together)))
-    # a deployed service that moved before all the others may be the cause of a cascade to its callers
-    # (as long as they could be its callers: per the graph, or with shifts no larger than its own)
+    # a deployed service that moved before all the others may be the cause of a cascade to its callers, as
+    # long as they could be its callers: per the graph, or with shifts at most follow_ratio times its own (a
+    # caller that calls it twice per request waits twice); a caller's samples may be stamped up to an
+    # interval before its callee's, and at the same moment a smaller shift is a caller's
+    # (_echo_at_same_moment)
     others = [s for s in shifts if s.metric == shift.metric and s.service != shift.service
               and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s]
     slack = _same_moment_s(shift, others, policy)
     near = change is not None and shift.onset_ts - change.ts <= cfg.own_within_s
     leader = near and all(_could_follow(s, shift, policy) and (
-        s.onset_ts >= shift.onset_ts or _echo_at_same_moment(s, shift, slack, policy)) for s in others)
+        s.onset_ts >= shift.onset_ts - max(step_s(shift), step_s(s)) or _echo_at_same_moment(s, shift, slack, policy))
+        for s in others)
     if len(together) >= needed and not leader:
         return Verdict("shared", change=change, shared=together,
                        lag_s=None if change is None else shift.onset_ts - change.ts)

@@ -23,6 +23,12 @@ def shift(service="a", onset=100.0, metric="error_rate", detect_after=30.0, fact
     return anomaly(service, metric, T + onset, T + onset + detect_after, 0.01, 0.01 * factor, factor, 9.0, "test")
 
 
+def sampled(service, onset, factor, step=10.0):
+    """A shift confirmed on its third sample of a stream sampled every ``step`` seconds."""
+    return anomaly(service, "latency_p95", T + onset, T + onset + 2 * step, 0.2, 0.2 * factor, factor, 9.0,
+                   "test", samples=3)
+
+
 def view(*changes):
     return ServiceView(current=changes[-1].version if changes else "v1",
                        changes=list(changes), known_good=["v1"])
@@ -82,6 +88,14 @@ CASES = [
     ("a release train: the largest shift leads, though callers were dated a few seconds before it",
      shift("a", onset=100), [change(0)], [shift(s, t, factor=4.0) for s, t in zip("bcde", (95, 97, 102, 110), strict=True)],
      {}, "blame", "v2", None),
+    ("a cascade at 10-s samples: callers stamped a few seconds before it, some larger (two paths): it leads",
+     sampled("a", 100, 3.0), [change(0)], [sampled(s, t, f) for s, t, f in
+                                           (("b", 94, 3.5), ("c", 96, 2.5), ("d", 97, 4.0), ("e", 104, 3.0))],
+     {}, "blame", "v2", None),
+    ("the same, one caller a whole interval before it: shared",
+     sampled("a", 100, 3.0), [change(0)], [sampled(s, t, f) for s, t, f in
+                                           (("b", 88, 3.5), ("c", 96, 2.5), ("d", 97, 4.0), ("e", 104, 3.0))],
+     {}, "shared", "v2", None),
     ("the same train minutes after the deploy: no cascade of it, a shared cause",
      shift("a", onset=400), [change(0)], [shift(s, t, factor=4.0) for s, t in zip("bcde", (395, 397, 402, 410), strict=True)],
      {}, "shared", "v2", None),
