@@ -128,9 +128,13 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
               and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s]
     slack = _same_moment_s(shift, others, policy)
     near = change is not None and shift.onset_ts - change.ts <= cfg.own_within_s
+    # another service deployed just before its shift, within an interval of this one, that this one could
+    # follow: which of the two leads is not known from onsets stamped less than an interval apart
+    rival = any(_could_follow(shift, s, policy) and abs(s.onset_ts - shift.onset_ts) < max(step_s(shift), step_s(s))
+                and _own_deploy(s, views(s.service), policy) for s in others)
     leader = near and all(_could_follow(s, shift, policy) and (
-        s.onset_ts >= shift.onset_ts - max(step_s(shift), step_s(s)) or _echo_at_same_moment(s, shift, slack, policy))
-        for s in others)
+        s.onset_ts >= shift.onset_ts or _echo_at_same_moment(s, shift, slack, policy)
+        or (s.onset_ts >= shift.onset_ts - max(step_s(shift), step_s(s)) and not rival)) for s in others)
     if len(together) >= needed and not leader:
         return Verdict("shared", change=change, shared=together,
                        lag_s=None if change is None else shift.onset_ts - change.ts)
@@ -200,8 +204,7 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     # the same moment or earlier, is where the trouble began, and this shift its echo
     undeployed = [s for s in shifts if s.metric == shift.metric and s.service != shift.service
                   and shift.onset_ts - cfg.within_s <= s.onset_ts <= shift.onset_ts + slack
-                  and not any(blameable(c, s.onset_ts, policy) and s.onset_ts - c.ts <= cfg.own_within_s
-                              for c in views(s.service).changes)]
+                  and not _own_deploy(s, views(s.service), policy)]
     source = max((s for s in undeployed if _could_follow(shift, s, policy)
                   and policy.follow_ratio * _size(shift) <= _size(s)), key=_size, default=None)
     if source is not None:
@@ -224,6 +227,12 @@ def _same_moment_s(shift: Anomaly, others: list[Anomaly], policy: PolicyConfig) 
     them closer than two intervals (or ``onset_slack_s``) are the same moment."""
     quantum = max([step_s(shift)] + [step_s(s) for s in others])
     return max(policy.onset_slack_s, 2.0 * quantum)
+
+
+def _own_deploy(shift: Anomaly, view: ServiceView, policy: PolicyConfig) -> bool:
+    """Did the service deploy within ``shared.own_within_s`` before this shift began?"""
+    return any(blameable(c, shift.onset_ts, policy) and shift.onset_ts - c.ts <= policy.shared.own_within_s
+               for c in view.changes)
 
 
 def _size(a: Anomaly) -> float:

@@ -92,6 +92,10 @@ CASES = [
      sampled("a", 100, 3.0), [change(0)], [sampled(s, t, f) for s, t, f in
                                            (("b", 94, 3.5), ("c", 96, 2.5), ("d", 97, 4.0), ("e", 104, 3.0))],
      {}, "blame", "v2", None),
+    ("the same, with another service deployed just before, shifting within the interval: who leads is unknown",
+     sampled("a", 100, 3.0), [change(0)], [sampled(s, t, f) for s, t, f in
+                                           (("b", 94, 3.5), ("c", 96, 2.5), ("d", 97, 4.0), ("e", 108, 3.0))],
+     {"e": view(change(20, "e2", prev="e1"))}, "shared", "v2", None),
     ("the same, one caller a whole interval before it: shared",
      sampled("a", 100, 3.0), [change(0)], [sampled(s, t, f) for s, t, f in
                                            (("b", 88, 3.5), ("c", 96, 2.5), ("d", 97, 4.0), ("e", 104, 3.0))],
