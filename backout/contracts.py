@@ -250,6 +250,8 @@ class Anomaly(Record):
     worsened: Flag = Field(default=False, description="a re-report: the shift got markedly worse")
     deploy_id: Id | None = Field(default=None, description="the deploy whose anchored test found it "
                                   "(detectors.anchored); None: the unconditional monitor's")
+    earliest_onset_ts: Timestamp | None = Field(default=None, description="the shift may have begun as early as "
+                                                "this, before the deploy: the samples cannot tell (never clear-cut)")
 
 
 class Decision(Record):

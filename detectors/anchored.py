@@ -220,6 +220,7 @@ class AnchoredTest:
         self.rejected = False
         self.done = False
         self.onset_ts = 0.0
+        self.earliest_onset_ts: float | None = None  # the onset may be this one, before the deploy
         self.baseline = 0.0
         self.current = 0.0
 
@@ -453,7 +454,9 @@ class AnchoredTest:
         deploy, their k most adverse left out, are past the margin (a spike of k samples before a
         shift is no degradation), and when the level after the deploy is not ``min_ratio`` past
         that one (then the deploy made it worse: the onset is the deploy's, the level it found the
-        baseline).
+        baseline). Sustained before the deploy but favoured by less than ``ONSET_NATS``: the onset
+        is the deploy's, and ``earliest_onset_ts`` says it may have been there already (a noisy
+        stream cannot date a shift within a few samples; the decider does not call that clear-cut).
         """
         sign = self._sign()
         if self._rate:
@@ -481,13 +484,16 @@ class AnchoredTest:
         g_post, ts_post = after.best(center, gain, sign)
         if g_post <= 0.0:
             ts_post = fallback
-        if g_all <= 0.0 or ts_all >= self.deploy_ts or (g_all - g_post) / unit < ONSET_NATS:
+        if g_all <= 0.0 or ts_all >= self.deploy_ts:
             return ts_post
         found = self._level_before(ts_all, center)
         if found is None:  # a spike shortly before the shift looks like its start: it is no degradation
             return ts_post
         if self._gate(self.current, found):  # degraded before, and this deploy made it much worse
             self.baseline = found
+            return ts_post
+        if (g_all - g_post) / unit < ONSET_NATS:  # sustained before, but the data favour neither onset
+            self.earliest_onset_ts = ts_all
             return ts_post
         return ts_all
 

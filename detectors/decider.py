@@ -260,8 +260,11 @@ class Decider:
         spec = self.config.spec_for(shift.metric)
         direction = spec.direction if spec is not None else None
         lag_s = max(0.0, shift.onset_ts - change.ts)
+        doubts = list(verdict.ambiguity)
+        if shift.earliest_onset_ts is not None and shift.earliest_onset_ts < change.ts - self.config.policy.onset_slack_s:
+            doubts.append(wording.may_predate(change.ts - shift.earliest_onset_ts))
         graded = assess(adverse_factor(shift, direction), shift.current - shift.baseline, lag_s,
-                        list(verdict.ambiguity), self.config.metric_policy(shift.service, shift.metric),
+                        doubts, self.config.metric_policy(shift.service, shift.metric),
                         self.config.policy.window_s, self.config.policy.late_ramp_s)
         return Graded(shift, graded, direction, lag_s)
 

@@ -434,7 +434,8 @@ class MetricMonitor:
                        onset_ts=test.onset_ts, detected_ts=ts, baseline=test.baseline, current=test.current,
                        ratio=test.ratio, score=test.log_e / math.log(1.0 / test.alpha),
                        direction="down" if spec.direction == "down" else "up", kind=spec.kind,
-                       samples=test.shifted_samples, deploy_id=deploy_id or None)
+                       samples=test.shifted_samples, deploy_id=deploy_id or None,
+                       earliest_onset_ts=test.earliest_onset_ts)
 
     def _relearn(self) -> None:
         """Warm up again from the next sample (the model forgot its baseline's trend)."""

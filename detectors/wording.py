@@ -99,6 +99,10 @@ def traffic_moved(metric: str, baseline: float, current: float) -> str:
     return f"{metric} moved too ({baseline:.3g} → {current:.3g}): it might be traffic"
 
 
+def may_predate(lead_s: float) -> str:
+    return f"it may have begun up to {duration(lead_s)} before the deploy (the samples cannot tell)"
+
+
 def shifted_before(services: list[str]) -> str:
     return f"{', '.join(services)} shifted at the same time or earlier"
 

@@ -222,3 +222,19 @@ def test_a_deploy_that_makes_a_degradation_much_worse_is_blamed_from_the_level_i
     assert run(test, clean("latency_p95", rng, 30, 6.0)) is not None
     assert test.onset_ts == DEPLOY + 5.0
     assert test.baseline == pytest.approx(0.4, rel=0.1) and test.ratio == pytest.approx(3.0, rel=0.2)
+
+
+def bursty(rng: np.random.Generator, size: int, factor: float, n: float = 300.0, kappa: float = 80.0):
+    """Error rates of about 1.5 errors a sample, their rate redrawn every sample (beta-binomial)."""
+    p = 0.005 * factor
+    return [(rng.binomial(int(n), rng.beta(p * kappa, (1 - p) * kappa)) / n, n) for _ in range(size)]
+
+
+def test_an_onset_a_noisy_stream_cannot_place_on_either_side_of_the_deploy_says_so():
+    """Tripled for four samples before the deploy, and after it: sustained before, yet the data
+    favour neither onset by ONSET_NATS. Dated after the deploy, with the earlier onset it may have."""
+    rng = np.random.default_rng(23)
+    test = AnchoredTest(spec_for("error_rate"), DEPLOY, pre_window(bursty(rng, 60, 1.0) + bursty(rng, 4, 3.0)))
+    assert run(test, bursty(rng, 40, 3.3)) is not None
+    assert test.onset_ts == DEPLOY + 5.0
+    assert test.earliest_onset_ts is not None and test.earliest_onset_ts < DEPLOY - STEP

@@ -456,3 +456,14 @@ def test_a_version_2_state_loads_and_decides_the_same():
     expected = [o for rec in rest for o in current.handle(rec)]
     got = [o for rec in rest for o in restored.handle(rec)]
     assert decisions(expected) and [_key(o) for o in got] == [_key(o) for o in expected]
+
+
+def test_a_shift_that_may_have_begun_before_the_deploy_is_asked_about_not_rolled_back():
+    """The anchored test dated a clear 10x shift after the deploy, but the samples before it could
+    be its start too (a noisy stream cannot date a shift within a few samples)."""
+    unsure = anom(10, 10).model_copy(update={"earliest_onset_ts": T - 70.0})
+    out = run(HISTORY + [dep(0, "v2", "v1"), unsure])
+    assert [(d.action, d.to_version) for d in decisions(out)] == [("request_approval", "v1")]
+    assert "may have begun up to 70 seconds before the deploy" in decisions(out)[0].reason
+    sure = anom(10, 10).model_copy(update={"earliest_onset_ts": T - 5.0})  # within onset_slack_s: the same moment
+    assert [d.action for d in decisions(run(HISTORY + [dep(0, "v2", "v1"), sure]))] == ["rollback"]
