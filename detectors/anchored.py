@@ -82,7 +82,10 @@ the margin from that onset to the deploy without its k most adverse samples
 (a burst of k samples shortly before a shift looks like its start to a
 change-time estimate, and would excuse the deploy). A degradation that the
 deploy then made ``min_ratio`` times worse is the deploy's: dated after it,
-against the level it found.
+against the level it found. After the deploy the onset is the latest the
+samples cannot tell from the best by ``ONSET_NATS`` (at a few events a
+sample, stray errors just after a deploy would date a later shift back to
+them).
 
 Calibration (``bench/detectors.py``, ``anchored``): false flags per good
 deploy against ``alpha`` on clean and on drifting noise, and the delay in
@@ -448,6 +451,10 @@ class AnchoredTest:
     def _onset(self, fallback: float) -> float:
         """The change-time estimate over the last pre samples and the post samples (:mod:`detectors.onset`).
 
+        After the deploy it is the newest start that the data cannot tell from the best one by
+        ``ONSET_NATS``: at a few events a sample, stray errors soon after a deploy make a segment
+        from them the best by a little, and a shift dated minutes early would be the deploy's,
+        clear-cut, and apart from the other services' shifts of a shared incident.
         It may precede the deploy (a degradation that was already there), but only when the data
         favour that by more than ``ONSET_NATS`` over the best onset after the deploy (an estimate
         one sample early is noise, and must not excuse the deploy), when the samples from it to the
@@ -481,7 +488,7 @@ class AnchoredTest:
             if ts >= self.deploy_ts:
                 after.add(y, w, ts)
         g_all, ts_all = before.best(center, gain, sign)
-        g_post, ts_post = after.best(center, gain, sign)
+        g_post, ts_post = after.best(center, gain, sign, slack=ONSET_NATS * unit)
         if g_post <= 0.0:
             ts_post = fallback
         if g_all <= 0.0 or ts_all >= self.deploy_ts:

@@ -84,10 +84,13 @@ class OnsetWindow:
         best, best_ts = self.best(m0, gain, sign)
         return best_ts if best > 0.0 else fallback
 
-    def best(self, m0: float, gain: Callable[[float, float, int], float], sign: int) -> tuple[float, float]:
-        """``(gain, ts)`` of the segment :meth:`onset` picks; ``(0.0, 0.0)`` when none moved that way."""
+    def best(self, m0: float, gain: Callable[[float, float, int], float], sign: int,
+             slack: float = 0.0) -> tuple[float, float]:
+        """``(gain, ts)`` of the segment :meth:`onset` picks; ``(0.0, 0.0)`` when none moved that way.
+        With ``slack``: the best gain, and the newest start whose gain is within ``slack`` of it."""
         buf, k = self._buf, self.spike_samples
         best, best_ts = 0.0, 0.0
+        scores: list[tuple[float, float]] = []
         sy = sw = 0.0
         top: list[tuple[float, float, float]] = []  # the k largest (deviation, y, w) of the segment
         for n, (y, w, ts) in enumerate(reversed(buf), 1):
@@ -105,8 +108,12 @@ class OnsetWindow:
             ty = sy - sum(t[1] for t in top)
             tw = sw - sum(t[2] for t in top)
             g = gain(ty, tw, sign) if tw > 0.0 else 0.0
+            if slack:
+                scores.append((g, ts))
             if g > best:
                 best, best_ts = g, ts
+        if slack and best > 0.0:
+            best_ts = next(ts for g, ts in scores if g >= best - slack)  # newest first
         return best, best_ts
 
     def to_state(self) -> str:

@@ -143,6 +143,15 @@ def test_a_spike_just_before_a_shift_does_not_pull_its_onset_back():
     assert _window(values, k=0).onset(0.0, _gauge_gain, 1, fallback=5.0) == 5.0  # untrimmed, it would
 
 
+def test_with_slack_the_onset_is_the_newest_start_nearly_as_good_as_the_best():
+    w = _window([0.0, 0.0, 1.2, 1.0, 0.8, 0.0, 1.5, 1.4, 1.6, 1.5, 1.5])
+    best, at = w.best(0.0, _gauge_gain, 1)
+    assert at == 3.0  # the three raised samples make the longer segment the best, by a little
+    gain, newest = w.best(0.0, _gauge_gain, 1, slack=3.0)
+    assert gain == best and newest == 7.0
+    assert w.best(0.0, _gauge_gain, 1, slack=0.01) == (best, 3.0)
+
+
 def test_onset_falls_back_to_the_cusum_when_the_window_cannot_see_the_change():
     assert _window([5.0, 5.0]).onset(0.0, _gauge_gain, 1, fallback=1.0) == 1.0  # <= k samples
     w = _window([0.0] * 10 + [3.0] * 10, size=8)  # holds ts 13..20 only
