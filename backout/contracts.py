@@ -252,6 +252,8 @@ class Anomaly(Record):
                                   "(detectors.anchored); None: the unconditional monitor's")
     earliest_onset_ts: Timestamp | None = Field(default=None, description="the shift may have begun as early as "
                                                 "this, before the deploy: the samples cannot tell (never clear-cut)")
+    latest_onset_ts: Timestamp | None = Field(default=None, description="the shift may have begun as late as "
+                                              "this: at a few events a sample the samples cannot tell")
 
 
 class Decision(Record):

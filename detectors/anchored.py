@@ -82,10 +82,10 @@ the margin from that onset to the deploy without its k most adverse samples
 (a burst of k samples shortly before a shift looks like its start to a
 change-time estimate, and would excuse the deploy). A degradation that the
 deploy then made ``min_ratio`` times worse is the deploy's: dated after it,
-against the level it found. After the deploy the onset is the latest the
-samples cannot tell from the best by ``ONSET_NATS`` (at a few events a
-sample, stray errors just after a deploy would date a later shift back to
-them).
+against the level it found. After the deploy, ``latest_onset_ts`` is the
+latest onset the samples cannot tell from the best by ``ONSET_NATS`` (at a
+few events a sample, stray errors just after a deploy date a later shift
+back to them).
 
 Calibration (``bench/detectors.py``, ``anchored``): false flags per good
 deploy against ``alpha`` on clean and on drifting noise, and the delay in
@@ -224,6 +224,7 @@ class AnchoredTest:
         self.done = False
         self.onset_ts = 0.0
         self.earliest_onset_ts: float | None = None  # the onset may be this one, before the deploy
+        self.latest_onset_ts: float | None = None  # or as late as this one
         self.baseline = 0.0
         self.current = 0.0
 
@@ -451,10 +452,11 @@ class AnchoredTest:
     def _onset(self, fallback: float) -> float:
         """The change-time estimate over the last pre samples and the post samples (:mod:`detectors.onset`).
 
-        After the deploy it is the newest start that the data cannot tell from the best one by
-        ``ONSET_NATS``: at a few events a sample, stray errors soon after a deploy make a segment
-        from them the best by a little, and a shift dated minutes early would be the deploy's,
-        clear-cut, and apart from the other services' shifts of a shared incident.
+        After the deploy it is the best start, and ``latest_onset_ts`` the newest that the data
+        cannot tell from it by ``ONSET_NATS``: at a few events a sample, stray errors soon after
+        a deploy make a segment from them the best by a little, and a shift dated minutes early
+        would seem the deploy's, right after it, and apart from the other services' shifts of a
+        shared incident.
         It may precede the deploy (a degradation that was already there), but only when the data
         favour that by more than ``ONSET_NATS`` over the best onset after the deploy (an estimate
         one sample early is noise, and must not excuse the deploy), when the samples from it to the
@@ -488,7 +490,9 @@ class AnchoredTest:
             if ts >= self.deploy_ts:
                 after.add(y, w, ts)
         g_all, ts_all = before.best(center, gain, sign)
-        g_post, ts_post = after.best(center, gain, sign, slack=ONSET_NATS * unit)
+        g_post, ts_post = after.best(center, gain, sign)
+        latest = after.best(center, gain, sign, slack=ONSET_NATS * unit)[1]
+        self.latest_onset_ts = latest if g_post > 0.0 and latest > ts_post else None
         if g_post <= 0.0:
             ts_post = fallback
         if g_all <= 0.0 or ts_all >= self.deploy_ts:

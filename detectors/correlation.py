@@ -117,7 +117,7 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     # 1. everybody's problem?
     cfg = policy.shared
     together = sorted({s.service for s in shifts if s.metric == shift.metric
-                       and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s} | {shift.service})
+                       and _apart(s, shift) <= cfg.within_s} | {shift.service})
     needed = cfg.needed(max(services_total, len(together)))
     # a deployed service that moved before all the others may be the cause of a cascade to its callers, as
     # long as they could be its callers: per the graph, or with shifts at most follow_ratio times its own (a
@@ -125,9 +125,9 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     # interval before its callee's, and at the same moment a smaller shift is a caller's
     # (_echo_at_same_moment)
     others = [s for s in shifts if s.metric == shift.metric and s.service != shift.service
-              and abs(s.onset_ts - shift.onset_ts) <= cfg.within_s]
+              and _apart(s, shift) <= cfg.within_s]
     slack = _same_moment_s(shift, others, policy)
-    near = change is not None and shift.onset_ts - change.ts <= cfg.own_within_s
+    near = change is not None and _latest(shift) - change.ts <= cfg.own_within_s
     # another service deployed just before its shift, within an interval of this one, that this one could
     # follow: which of the two leads is not known from onsets stamped less than an interval apart
     rival = any(_could_follow(shift, s, policy) and abs(s.onset_ts - shift.onset_ts) < max(step_s(shift), step_s(s))
@@ -141,7 +141,7 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     if cfg.suspect_services <= len(together) < needed and not extended:  # a leader too: are they its callers?
         return Verdict("wait", change=change, shared=together)
     # late for its deploy, is it everybody's? (onsets are quantised to the sampling interval: two is "at once")
-    if not extended and change is not None and shift.onset_ts - change.ts > max(cfg.prompt_s, 2.0 * step_s(shift)):
+    if not extended and change is not None and _latest(shift) - change.ts > max(cfg.prompt_s, 2.0 * step_s(shift)):
         return Verdict("wait", change=change, shared=together)
 
     if change is None:
@@ -227,6 +227,16 @@ def _same_moment_s(shift: Anomaly, others: list[Anomaly], policy: PolicyConfig) 
     them closer than two intervals (or ``onset_slack_s``) are the same moment."""
     quantum = max([step_s(shift)] + [step_s(s) for s in others])
     return max(policy.onset_slack_s, 2.0 * quantum)
+
+
+def _latest(a: Anomaly) -> float:
+    """The latest the shift may have begun (its onset, unless the samples cannot tell)."""
+    return a.latest_onset_ts if a.latest_onset_ts is not None and a.latest_onset_ts > a.onset_ts else a.onset_ts
+
+
+def _apart(a: Anomaly, b: Anomaly) -> float:
+    """Seconds between the onsets of two shifts, each as early as its onset and as late as it may be."""
+    return max(0.0, max(a.onset_ts, b.onset_ts) - min(_latest(a), _latest(b)))
 
 
 def _own_deploy(shift: Anomaly, view: ServiceView, policy: PolicyConfig) -> bool:

@@ -435,7 +435,7 @@ class MetricMonitor:
                        ratio=test.ratio, score=test.log_e / math.log(1.0 / test.alpha),
                        direction="down" if spec.direction == "down" else "up", kind=spec.kind,
                        samples=test.shifted_samples, deploy_id=deploy_id or None,
-                       earliest_onset_ts=test.earliest_onset_ts)
+                       earliest_onset_ts=test.earliest_onset_ts, latest_onset_ts=test.latest_onset_ts)
 
     def _relearn(self) -> None:
         """Warm up again from the next sample (the model forgot its baseline's trend)."""

@@ -100,6 +100,13 @@ CASES = [
      sampled("a", 100, 3.0), [change(0)], [sampled(s, t, f) for s, t, f in
                                            (("b", 88, 3.5), ("c", 96, 2.5), ("d", 97, 4.0), ("e", 104, 3.0))],
      {}, "shared", "v2", None),
+    ("a sparse stream's shift dated right after its deploy, that may have begun with the others: shared",
+     shift("a", onset=20, detect_after=320).model_copy(update={"latest_onset_ts": T + 290.0}), [change(0)],
+     [shift(s, t) for s, t in zip("bcd", (270, 280, 300), strict=True)], {}, "shared", "v2", None),
+    ("the same shift without that doubt: apart from theirs, its deploy's",
+     shift("a", onset=20, detect_after=320), [change(0)], [shift(s, t) for s, t in zip("bcd", (270, 280, 300),
+                                                                                        strict=True)], {},
+     "blame", "v2", None),
     ("the same train minutes after the deploy: no cascade of it, a shared cause",
      shift("a", onset=400), [change(0)], [shift(s, t, factor=4.0) for s, t in zip("bcde", (395, 397, 402, 410), strict=True)],
      {}, "shared", "v2", None),
