@@ -50,6 +50,12 @@ The questions an on-call engineer asks, in order:
    the traffic of as many services as make a shared shift surged is the
    surge's: ``surge`` (an alert, no question).
 
+At a few events a sample an onset is an interval (``latest_onset_ts``, the
+latest the samples cannot tell from the best): grouping shifts into a shared
+one, a deployed service's lead (within ``shared.own_within_s`` at the latest)
+and the wait of a late shift take the whole interval, so that stray errors
+just after a deploy do not make a later shared shift the deploy's.
+
 Only inputs stamped at or before the decision time are given to
 :func:`correlate`; that is what makes the answer independent of read order.
 """
