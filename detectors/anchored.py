@@ -490,8 +490,7 @@ class AnchoredTest:
             if ts >= self.deploy_ts:
                 after.add(y, w, ts)
         g_all, ts_all = before.best(center, gain, sign)
-        g_post, ts_post = after.best(center, gain, sign)
-        latest = after.best(center, gain, sign, slack=ONSET_NATS * unit)[1]
+        g_post, ts_post, latest = after.span(center, gain, sign, slack=ONSET_NATS * unit)
         self.latest_onset_ts = latest if g_post > 0.0 and latest > ts_post else None
         if g_post <= 0.0:
             ts_post = fallback

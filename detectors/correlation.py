@@ -136,7 +136,7 @@ def correlate(shift: Anomaly, view: ServiceView, shifts: Iterable[Anomaly],
     near = change is not None and _latest(shift) - change.ts <= cfg.own_within_s
     # another service deployed just before its shift, within an interval of this one, that this one could
     # follow: which of the two leads is not known from onsets stamped less than an interval apart
-    rival = any(_could_follow(shift, s, policy) and abs(s.onset_ts - shift.onset_ts) < max(step_s(shift), step_s(s))
+    rival = near and any(_could_follow(shift, s, policy) and abs(s.onset_ts - shift.onset_ts) < max(step_s(shift), step_s(s))
                 and _own_deploy(s, views(s.service), policy) for s in others)
     leader = near and all(_could_follow(s, shift, policy) and (
         s.onset_ts >= shift.onset_ts or _echo_at_same_moment(s, shift, slack, policy)

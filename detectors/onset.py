@@ -84,13 +84,18 @@ class OnsetWindow:
         best, best_ts = self.best(m0, gain, sign)
         return best_ts if best > 0.0 else fallback
 
-    def best(self, m0: float, gain: Callable[[float, float, int], float], sign: int,
-             slack: float = 0.0) -> tuple[float, float]:
-        """``(gain, ts)`` of the segment :meth:`onset` picks; ``(0.0, 0.0)`` when none moved that way.
-        With ``slack``: the best gain, and the newest start whose gain is within ``slack`` of it."""
+    def best(self, m0: float, gain: Callable[[float, float, int], float], sign: int) -> tuple[float, float]:
+        """``(gain, ts)`` of the segment :meth:`onset` picks; ``(0.0, 0.0)`` when none moved that way."""
+        best, best_ts, _ = self.span(m0, gain, sign)
+        return best, best_ts
+
+    def span(self, m0: float, gain: Callable[[float, float, int], float], sign: int,
+             slack: float = 0.0) -> tuple[float, float, float]:
+        """``(gain, ts, latest)``: the best segment's gain and start, and the newest start whose gain
+        is within ``slack`` of it (the latest onset the samples cannot tell from the best)."""
         buf, k = self._buf, self.spike_samples
         best, best_ts = 0.0, 0.0
-        scores: list[tuple[float, float]] = []
+        scores: list[tuple[float, float]] = []  # (gain, start), newest first; kept only with a slack
         sy = sw = 0.0
         top: list[tuple[float, float, float]] = []  # the k largest (deviation, y, w) of the segment
         for n, (y, w, ts) in enumerate(reversed(buf), 1):
@@ -112,9 +117,8 @@ class OnsetWindow:
                 scores.append((g, ts))
             if g > best:
                 best, best_ts = g, ts
-        if slack and best > 0.0:
-            best_ts = next(ts for g, ts in scores if g >= best - slack)  # newest first
-        return best, best_ts
+        latest = next(ts for g, ts in scores if g >= best - slack) if slack and best > 0.0 else best_ts
+        return best, best_ts, latest
 
     def to_state(self) -> str:
         """The rows ``(y, w, ts)``, packed (see :mod:`detectors.packing`)."""

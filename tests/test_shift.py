@@ -147,9 +147,10 @@ def test_with_slack_the_onset_is_the_newest_start_nearly_as_good_as_the_best():
     w = _window([0.0, 0.0, 1.2, 1.0, 0.8, 0.0, 1.5, 1.4, 1.6, 1.5, 1.5])
     best, at = w.best(0.0, _gauge_gain, 1)
     assert at == 3.0  # the three raised samples make the longer segment the best, by a little
-    gain, newest = w.best(0.0, _gauge_gain, 1, slack=3.0)
-    assert gain == best and newest == 7.0
-    assert w.best(0.0, _gauge_gain, 1, slack=0.01) == (best, 3.0)
+    gain, start, newest = w.span(0.0, _gauge_gain, 1, slack=3.0)
+    assert gain == best and start == at and newest == 7.0
+    gain, _, newest = w.span(0.0, _gauge_gain, 1, slack=0.01)
+    assert (gain, newest) == (best, 3.0)
 
 
 def test_onset_falls_back_to_the_cusum_when_the_window_cannot_see_the_change():
